@@ -1,0 +1,373 @@
+//! The audit event, in the flat JSON format of the earlier Python AuditFlow.
+//!
+//! Parsing goes through [`Event::from_value`] rather than plain serde so that
+//! a rejected event gets a reason a person can act on ("field `severity`: must
+//! be one of INFO, WARNING, ERROR, CRITICAL"), and so that fields we do not
+//! know are kept rather than dropped.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::time::{parse_timestamp, serde_ts};
+
+/// Longest accepted value of a top-level string field, in bytes.
+pub const MAX_FIELD_LEN: usize = 1024;
+
+/// Event severity. The wire form is upper case; parsing is case-insensitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Severity {
+    /// Routine activity.
+    Info,
+    /// Worth a look.
+    Warning,
+    /// Something failed.
+    Error,
+    /// Needs attention now.
+    Critical,
+}
+
+impl Severity {
+    /// All severities, lowest first.
+    pub const ALL: [Severity; 4] = [
+        Severity::Info,
+        Severity::Warning,
+        Severity::Error,
+        Severity::Critical,
+    ];
+
+    /// The wire form (`INFO`, `WARNING`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "INFO",
+            Severity::Warning => "WARNING",
+            Severity::Error => "ERROR",
+            Severity::Critical => "CRITICAL",
+        }
+    }
+
+    /// Case-insensitive parse of the wire form.
+    pub fn parse(s: &str) -> Option<Severity> {
+        Severity::ALL
+            .into_iter()
+            .find(|sev| sev.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id; assigned (UUIDv7) at ingest when the client sent none.
+    pub event_id: Uuid,
+    /// When the event happened, per its source (event time, not ingest time).
+    #[serde(with = "serde_ts")]
+    pub timestamp: DateTime<Utc>,
+    /// The service that emitted the event.
+    pub source_service: String,
+    /// The host the event is about.
+    pub server_hostname: String,
+    /// `user_login`, `sudo_command`, `file_modified`, ...
+    pub event_type: String,
+    /// Severity as judged by the source.
+    pub severity: Severity,
+    /// The acting user.
+    pub user_id: String,
+    /// `SUCCESS`, `FAILURE`, `MODIFIED`, ...
+    pub action_result: String,
+    /// Type-specific details (free-form object).
+    #[serde(default)]
+    pub details: Map<String, Value>,
+    /// Optional affected resource (events sent through the legacy HTTP API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// Optional client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// Fields AuditFlow does not know, kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// Why an event was rejected: the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("field `{field}`: {reason}")]
+pub struct EventError {
+    /// The offending field (`$` for the whole item).
+    pub field: String,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl EventError {
+    fn new(field: &str, reason: impl Into<String>) -> Self {
+        EventError {
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The result of parsing one item: the event, and whether its id was assigned here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedEvent {
+    /// The validated event.
+    pub event: Event,
+    /// True when the input had no `event_id` and one was generated.
+    pub id_assigned: bool,
+}
+
+const REQUIRED_STRINGS: [&str; 5] = [
+    "source_service",
+    "server_hostname",
+    "event_type",
+    "user_id",
+    "action_result",
+];
+
+impl Event {
+    /// Validates a JSON value as an event. Missing `event_id` is assigned a UUIDv7.
+    pub fn from_value(value: Value) -> Result<ParsedEvent, EventError> {
+        let Value::Object(mut obj) = value else {
+            return Err(EventError::new("$", "an event must be a JSON object"));
+        };
+        let (event_id, id_assigned) = match obj.remove("event_id") {
+            None | Some(Value::Null) => (Uuid::now_v7(), true),
+            Some(Value::String(s)) => (
+                Uuid::try_parse(s.trim()).map_err(|_| {
+                    EventError::new("event_id", format!("'{}' is not a UUID", truncate(&s)))
+                })?,
+                false,
+            ),
+            Some(_) => return Err(EventError::new("event_id", "must be a UUID string")),
+        };
+        let timestamp = match obj.remove("timestamp") {
+            Some(Value::String(s)) => {
+                parse_timestamp(&s).map_err(|e| EventError::new("timestamp", e.to_string()))?
+            }
+            None | Some(Value::Null) => return Err(EventError::new("timestamp", "is required")),
+            Some(_) => return Err(EventError::new("timestamp", "must be an RFC 3339 string")),
+        };
+        let severity = match obj.remove("severity") {
+            Some(Value::String(s)) => Severity::parse(&s).ok_or_else(|| {
+                EventError::new(
+                    "severity",
+                    format!(
+                        "'{}' is not one of INFO, WARNING, ERROR, CRITICAL",
+                        truncate(&s)
+                    ),
+                )
+            })?,
+            None | Some(Value::Null) => return Err(EventError::new("severity", "is required")),
+            Some(_) => return Err(EventError::new("severity", "must be a string")),
+        };
+        let mut strings: [String; 5] = Default::default();
+        for (slot, field) in strings.iter_mut().zip(REQUIRED_STRINGS) {
+            *slot = take_string(&mut obj, field)?
+                .ok_or_else(|| EventError::new(field, "is required"))?;
+            if slot.is_empty() {
+                return Err(EventError::new(field, "must not be empty"));
+            }
+        }
+        let [source_service, server_hostname, event_type, user_id, action_result] = strings;
+        let details = match obj.remove("details") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(_) => return Err(EventError::new("details", "must be a JSON object")),
+        };
+        let resource = take_string(&mut obj, "resource")?;
+        let client_ip = take_string(&mut obj, "client_ip")?;
+        Ok(ParsedEvent {
+            event: Event {
+                event_id,
+                timestamp,
+                source_service,
+                server_hostname,
+                event_type,
+                severity,
+                user_id,
+                action_result,
+                details,
+                resource,
+                client_ip,
+                extra: obj,
+            },
+            id_assigned,
+        })
+    }
+
+    /// Parses and validates JSON bytes as one event.
+    pub fn from_slice(bytes: &[u8]) -> Result<ParsedEvent, EventError> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| EventError::new("$", format!("invalid JSON: {e}")))?;
+        Event::from_value(value)
+    }
+
+    /// Looks up a field by dotted path: top-level names (`user_id`, `severity`,
+    /// unknown extras) or `details.a.b` for nested details. Non-string leaves
+    /// are rendered as their JSON text (numbers, booleans).
+    pub fn field(&self, path: &str) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        let direct = match path {
+            "event_id" => return Some(Cow::Owned(self.event_id.to_string())),
+            "timestamp" => return Some(Cow::Owned(crate::time::format_timestamp(&self.timestamp))),
+            "severity" => Some(self.severity.as_str()),
+            "source_service" => Some(self.source_service.as_str()),
+            "server_hostname" => Some(self.server_hostname.as_str()),
+            "event_type" => Some(self.event_type.as_str()),
+            "user_id" => Some(self.user_id.as_str()),
+            "action_result" => Some(self.action_result.as_str()),
+            "resource" => self.resource.as_deref(),
+            "client_ip" => self.client_ip.as_deref(),
+            _ => None,
+        };
+        if let Some(s) = direct {
+            return Some(Cow::Borrowed(s));
+        }
+        let mut parts = path.split('.');
+        let first = parts.next()?;
+        let mut current: &Value = if first == "details" {
+            let key = parts.next()?;
+            self.details.get(key)?
+        } else {
+            self.extra.get(first)?
+        };
+        for key in parts {
+            current = current.get(key)?;
+        }
+        match current {
+            Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+            Value::Null | Value::Object(_) | Value::Array(_) => None,
+            other => Some(Cow::Owned(other.to_string())),
+        }
+    }
+
+    /// The affected resource: `details.resource` (generator form) or top-level `resource` (HTTP form).
+    pub fn effective_resource(&self) -> Option<&str> {
+        self.details
+            .get("resource")
+            .and_then(Value::as_str)
+            .or(self.resource.as_deref())
+    }
+
+    /// The client address: top-level `client_ip`, else `details.ip_address`.
+    pub fn effective_client_ip(&self) -> Option<&str> {
+        self.client_ip
+            .as_deref()
+            .or_else(|| self.details.get("ip_address").and_then(Value::as_str))
+    }
+
+    /// Serializes to JSON bytes (never fails for this type).
+    pub fn to_json_bytes(&self) -> Vec<u8> {
+        // Serialization of an Event cannot fail: all keys are strings and all
+        // values are plain JSON; fall back to an empty object just in case.
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+    }
+}
+
+fn take_string(obj: &mut Map<String, Value>, field: &str) -> Result<Option<String>, EventError> {
+    match obj.remove(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() > MAX_FIELD_LEN => Err(EventError::new(
+            field,
+            format!("is {} bytes long; the limit is {MAX_FIELD_LEN}", s.len()),
+        )),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(EventError::new(field, "must be a string")),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn login_failure() -> Value {
+        json!({
+            "event_id": "0e9c7f9f-5b1d-4d0e-9a51-2f1f9d6f4c11",
+            "timestamp": "2026-11-22T21:46:30.165174Z",
+            "source_service": "audit-event-generator",
+            "server_hostname": "prod-web-01",
+            "event_type": "user_login",
+            "severity": "WARNING",
+            "user_id": "attacker_bob",
+            "action_result": "FAILURE",
+            "details": {"reason": "Incorrect password", "ip_address": "192.168.1.150", "protocol": "ssh"}
+        })
+    }
+
+    #[test]
+    fn parses_the_legacy_event_and_round_trips() {
+        let parsed = Event::from_value(login_failure()).unwrap();
+        assert!(!parsed.id_assigned);
+        let event = parsed.event;
+        assert_eq!(event.severity, Severity::Warning);
+        assert_eq!(event.field("details.protocol").as_deref(), Some("ssh"));
+        assert_eq!(event.effective_client_ip(), Some("192.168.1.150"));
+        let back: Value = serde_json::to_value(&event).unwrap();
+        assert_eq!(back, login_failure());
+    }
+
+    #[test]
+    fn keeps_unknown_fields_and_assigns_missing_ids() {
+        let mut value = login_failure();
+        let obj = value.as_object_mut().unwrap();
+        obj.remove("event_id");
+        obj.insert("tenant".into(), json!({"name": "acme"}));
+        let parsed = Event::from_value(value).unwrap();
+        assert!(parsed.id_assigned);
+        assert_eq!(parsed.event.event_id.get_version_num(), 7);
+        assert_eq!(parsed.event.field("tenant.name").as_deref(), Some("acme"));
+        let back = serde_json::to_value(&parsed.event).unwrap();
+        assert_eq!(back["tenant"], json!({"name": "acme"}));
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let cases = [
+            ("event_id", json!("not-a-uuid")),
+            ("timestamp", json!("soon")),
+            ("severity", json!("LOUD")),
+            ("user_id", json!(42)),
+            ("details", json!("text")),
+        ];
+        for (field, bad) in cases {
+            let mut value = login_failure();
+            value[field] = bad;
+            let err = Event::from_value(value).unwrap_err();
+            assert_eq!(err.field, field);
+        }
+        let mut missing = login_failure();
+        missing.as_object_mut().unwrap().remove("event_type");
+        assert_eq!(Event::from_value(missing).unwrap_err().field, "event_type");
+        assert_eq!(Event::from_value(json!([1])).unwrap_err().field, "$");
+        assert_eq!(Event::from_slice(b"{oops").unwrap_err().field, "$");
+    }
+
+    #[test]
+    fn resource_comes_from_details_or_top_level() {
+        let mut value = login_failure();
+        value["details"] = json!({"resource": "/etc/passwd"});
+        assert_eq!(
+            Event::from_value(value).unwrap().event.effective_resource(),
+            Some("/etc/passwd")
+        );
+        let mut value = login_failure();
+        value["resource"] = json!("/etc/shadow");
+        assert_eq!(
+            Event::from_value(value).unwrap().event.effective_resource(),
+            Some("/etc/shadow")
+        );
+    }
+}

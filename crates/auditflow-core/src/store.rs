@@ -1,0 +1,250 @@
+//! The store interface: events, alerts and notification deliveries.
+//!
+//! Every write is idempotent on the natural key (`event_id`, `alert_id`,
+//! `(alert_id, channel)`), which is what turns at-least-once delivery into
+//! exactly-once effects.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::alert::Alert;
+use crate::event::{Event, Severity};
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+    /// When the store first committed it.
+    pub stored_at: DateTime<Utc>,
+}
+
+/// An alert as stored by notify.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredAlert {
+    /// The alert.
+    #[serde(flatten)]
+    pub alert: Alert,
+    /// When the store first committed it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// Outcome of delivering one alert to one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// The channel accepted the alert.
+    Delivered,
+    /// Every attempt failed; the channel gave up.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+/// One channel's record for one alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryRecord {
+    /// The alert.
+    pub alert_id: Uuid,
+    /// The channel's configured name.
+    pub channel: String,
+    /// Outcome.
+    pub status: DeliveryStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Last error, when any attempt failed.
+    pub last_error: Option<String>,
+    /// When the outcome was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Filters for [`Store::events`]. All present filters must hold.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct EventQuery {
+    /// Event time at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Event time before.
+    pub to: Option<DateTime<Utc>>,
+    /// Exact event type.
+    pub event_type: Option<String>,
+    /// Exact user id.
+    pub user_id: Option<String>,
+    /// Exact host name.
+    pub server_hostname: Option<String>,
+    /// Exact severity.
+    pub severity: Option<Severity>,
+    /// Substring of user id, host, event type, resource or details text.
+    pub text: Option<String>,
+    /// Continue after this cursor (from a previous [`Page`]).
+    pub cursor: Option<Cursor>,
+    /// Page size (the store caps it).
+    pub limit: u32,
+}
+
+/// Filters for [`Store::alerts`].
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct AlertQuery {
+    /// Alert time at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Alert time before.
+    pub to: Option<DateTime<Utc>>,
+    /// Rule id.
+    pub rule_id: Option<String>,
+    /// Alert severity.
+    pub severity: Option<Severity>,
+    /// Actor id (the triggering user).
+    pub user_id: Option<String>,
+    /// Host name.
+    pub server_hostname: Option<String>,
+    /// The triggering event (correlation id).
+    pub correlation_id: Option<Uuid>,
+    /// Continue after this cursor.
+    pub cursor: Option<Cursor>,
+    /// Page size (the store caps it).
+    pub limit: u32,
+}
+
+/// Largest page any store returns.
+pub const MAX_PAGE: u32 = 1000;
+
+/// Position in a listing ordered by `(timestamp, id)` descending.
+///
+/// Rendered as `<unix micros>_<uuid>`: opaque to clients, stable across
+/// stores, and stable under concurrent inserts (unlike offsets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cursor {
+    /// Timestamp of the last item returned, in microseconds since the epoch.
+    pub micros: i64,
+    /// Id of the last item returned.
+    pub id: Uuid,
+}
+
+impl Cursor {
+    /// The cursor that continues after an item with this time and id.
+    pub fn after(ts: &DateTime<Utc>, id: Uuid) -> Cursor {
+        Cursor {
+            micros: ts.timestamp_micros(),
+            id,
+        }
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}_{}", self.micros, self.id.simple())
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (micros, id) = s.split_once('_').ok_or("malformed cursor")?;
+        Ok(Cursor {
+            micros: micros.parse().map_err(|_| "malformed cursor")?,
+            id: Uuid::try_parse(id).map_err(|_| "malformed cursor")?,
+        })
+    }
+}
+
+impl TryFrom<String> for Cursor {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Cursor> for String {
+    fn from(c: Cursor) -> String {
+        c.to_string()
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page<T> {
+    /// The items, newest first.
+    pub items: Vec<T>,
+    /// Pass back to get the next page; `None` on the last page.
+    pub next_cursor: Option<Cursor>,
+}
+
+/// Totals for dashboards and health.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreCounts {
+    /// Stored events.
+    pub events: u64,
+    /// Stored alerts.
+    pub alerts: u64,
+}
+
+/// Store failures, classified so callers know whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or failed transiently (busy, connection
+    /// lost, serialization failure); retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store refuses the write for good (disk full, constraint, bad data).
+    #[error("store rejected the request: {0}")]
+    Rejected(String),
+}
+
+impl StoreError {
+    /// True for failures worth retrying.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Durable storage of events, alerts and deliveries.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts events, ignoring ids already stored. Returns how many were new.
+    async fn insert_events(&self, events: &[Event]) -> Result<u64, StoreError>;
+
+    /// Inserts alerts, ignoring ids already stored. Returns the ids that were new.
+    async fn insert_alerts(&self, alerts: &[Alert]) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Records (or overwrites) the delivery outcome of `(alert_id, channel)`.
+    async fn record_delivery(&self, record: &DeliveryRecord) -> Result<(), StoreError>;
+
+    /// Delivery records of one alert.
+    async fn deliveries(&self, alert_id: Uuid) -> Result<Vec<DeliveryRecord>, StoreError>;
+
+    /// One event by id.
+    async fn event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Events matching `query`, newest event time first.
+    async fn events(&self, query: &EventQuery) -> Result<Page<StoredEvent>, StoreError>;
+
+    /// One alert by id.
+    async fn alert(&self, alert_id: Uuid) -> Result<Option<StoredAlert>, StoreError>;
+
+    /// Alerts matching `query`, newest alert time first.
+    async fn alerts(&self, query: &AlertQuery) -> Result<Page<StoredAlert>, StoreError>;
+
+    /// Alerts by offset, newest first (the legacy `/alerts?limit=&offset=` API).
+    async fn alerts_by_offset(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<StoredAlert>, StoreError>;
+
+    /// Totals.
+    async fn counts(&self) -> Result<StoreCounts, StoreError>;
+
+    /// A cheap round trip proving the store works (for readiness).
+    async fn check(&self) -> Result<(), StoreError>;
+}
