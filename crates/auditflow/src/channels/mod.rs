@@ -1,0 +1,78 @@
+//! Notification channels: where notify delivers alerts.
+//!
+//! Notify records every delivery per `(alert, channel)`, so a redelivered
+//! alert is not sent again to a channel that already took it. The one gap
+//! left, a crash after the channel took the alert and before the record was
+//! written, each channel closes its own way: the file channel remembers what
+//! it wrote, the webhook sends an `Idempotency-Key` the receiver can use.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use auditflow_core::Alert;
+
+use crate::config::ChannelConfig;
+
+pub mod file;
+pub mod log;
+pub mod webhook;
+
+/// What a channel did with an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sent now.
+    Delivered,
+    /// The channel already had it (e.g. written before a crash); not sent again.
+    AlreadyDelivered,
+}
+
+/// A delivery that did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ChannelError {
+    /// What went wrong, for the delivery record.
+    pub message: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// One destination for alerts.
+#[async_trait]
+pub trait Channel: Send + Sync {
+    /// The configured name (delivery records use it).
+    fn name(&self) -> &str;
+
+    /// Delivers a batch, in order; one result per alert.
+    async fn deliver(&self, alerts: &[&Alert]) -> Vec<Result<Outcome, ChannelError>>;
+}
+
+/// Builds the configured channels. `data_dir` hosts default file paths.
+pub fn build(configs: &[ChannelConfig], data_dir: &Path) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
+    configs
+        .iter()
+        .map(|config| -> anyhow::Result<Arc<dyn Channel>> {
+            Ok(match config {
+                ChannelConfig::Log { name } => Arc::new(log::LogChannel::new(name.clone())),
+                ChannelConfig::File { name, path } => {
+                    let path = path
+                        .clone()
+                        .unwrap_or_else(|| data_dir.join("alerts.ndjson"));
+                    Arc::new(file::FileChannel::open(name.clone(), &path)?)
+                }
+                ChannelConfig::Webhook {
+                    name,
+                    url,
+                    timeout,
+                    max_attempts,
+                } => Arc::new(webhook::WebhookChannel::new(
+                    name.clone(),
+                    url.clone(),
+                    *timeout,
+                    *max_attempts,
+                )?),
+            })
+        })
+        .collect()
+}

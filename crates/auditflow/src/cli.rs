@@ -1,0 +1,322 @@
+//! Command-line interface.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::platform::{self, Plan};
+use crate::roles::Role;
+
+/// AuditFlow: a fault-tolerant audit-event platform.
+#[derive(Debug, Parser)]
+#[command(name = "auditflow", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). `AUDITFLOW_*` variables and flags override it.
+    #[arg(long, short, global = true, env = "AUDITFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role in one process on the embedded backends.
+    Up {
+        /// Also run a demo event source, so the first screen is alive.
+        #[arg(long)]
+        demo: bool,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Run one role in this process.
+    Run {
+        /// The role.
+        role: Role,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Send generated events to an ingest endpoint and report.
+    Generate(auditflow_generate::GenerateOptions),
+    /// Check or try out a rules file.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Show configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Inspect and re-drive dead letters of a running AuditFlow.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+/// Flags shared by the serving commands; each overrides its config key.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    /// Listen address (`http.listen`).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory of the embedded backends (`data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Rules file (`analyze.rules_file`).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn overrides(&self) -> toml::Table {
+        let mut table = toml::Table::new();
+        if let Some(listen) = &self.listen {
+            let mut http = toml::Table::new();
+            http.insert("listen".into(), listen.clone().into());
+            table.insert("http".into(), http.into());
+        }
+        if let Some(dir) = &self.data_dir {
+            table.insert("data_dir".into(), dir.display().to_string().into());
+        }
+        if let Some(rules) = &self.rules {
+            let mut analyze = toml::Table::new();
+            analyze.insert("rules_file".into(), rules.display().to_string().into());
+            table.insert("analyze".into(), analyze.into());
+        }
+        table
+    }
+}
+
+/// `auditflow rules ...`.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Validate a rules file.
+    Check {
+        /// The rules file.
+        file: PathBuf,
+    },
+    /// Run rules offline over NDJSON events; prints the alerts that would fire.
+    Test {
+        /// The rules file (built-in rules when omitted).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// NDJSON file of events, evaluated in file order.
+        #[arg(long)]
+        events: PathBuf,
+    },
+}
+
+/// `auditflow config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (file + environment), secrets masked.
+    Print,
+}
+
+/// `auditflow dlq ...` (talks to a running AuditFlow's API).
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters with their reasons.
+    List {
+        #[command(flatten)]
+        target: ApiTarget,
+        /// Queue whose dead letters to list (all configured queues when omitted).
+        #[arg(long)]
+        queue: Option<String>,
+        /// Most records to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Move a dead letter back onto its queue.
+    Redrive {
+        #[command(flatten)]
+        target: ApiTarget,
+        /// The queue.
+        #[arg(long, default_value = "audit_events")]
+        queue: String,
+        /// The dead letter's id.
+        id: String,
+    },
+}
+
+/// Where a running AuditFlow's API is.
+#[derive(Debug, Clone, Args)]
+pub struct ApiTarget {
+    /// Base URL of the API.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "AUDITFLOW_URL")]
+    pub url: String,
+    /// Bearer token.
+    #[arg(long, env = "AUDITFLOW_TOKEN")]
+    pub token: Option<String>,
+}
+
+fn load_config(file: Option<&Path>, serve: &ServeArgs) -> anyhow::Result<Config> {
+    Ok(Config::load(file, &serve.overrides())?)
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let file = cli.config.as_deref();
+    match cli.command {
+        Command::Up { demo, serve } => {
+            let config = load_config(file, &serve)?;
+            crate::telemetry::init(&config.log);
+            let plan = Plan {
+                demo,
+                ..Plan::everything()
+            };
+            platform::run(config, plan).await?;
+        }
+        Command::Run { role, serve } => {
+            let config = load_config(file, &serve)?;
+            crate::telemetry::init(&config.log);
+            let plan = match role {
+                Role::Ingest => Plan {
+                    ingest: true,
+                    ..Plan::default()
+                },
+                Role::Analyze => Plan {
+                    analyze: true,
+                    ..Plan::default()
+                },
+                Role::Notify => Plan {
+                    notify: true,
+                    ..Plan::default()
+                },
+                Role::Api => Plan {
+                    read_api: true,
+                    ..Plan::default()
+                },
+            };
+            platform::run(config, plan).await?;
+        }
+        Command::Generate(options) => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    on_signal.cancel();
+                }
+            });
+            let json = options.json;
+            let report = auditflow_generate::run(options, stop).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+        }
+        Command::Rules { command } => return rules(command).await,
+        Command::Config {
+            command: ConfigCommand::Print,
+        } => {
+            let config = load_config(file, &ServeArgs::default())?;
+            print!("{}", config.to_toml_masked());
+        }
+        Command::Dlq { command } => dlq(command).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RulesCommand::Check { file } => match auditflow_rules::RuleSet::load(&file) {
+            Ok(rules) => {
+                println!("{}: {} rules OK", file.display(), rules.rules().len());
+                for rule in rules.rules() {
+                    println!("  {}  {}", rule.id(), rule.name());
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        RulesCommand::Test { rules, events } => {
+            let ruleset = match &rules {
+                Some(path) => auditflow_rules::RuleSet::load(path)?,
+                None => auditflow_rules::RuleSet::builtin(),
+            };
+            let file = std::fs::File::open(&events)
+                .with_context(|| format!("opening {}", events.display()))?;
+            let ctx = auditflow_rules::AlertContext {
+                environment: "TEST".into(),
+                raised_at: chrono::Utc::now(),
+            };
+            let report =
+                auditflow_rules::test_events(&ruleset, std::io::BufReader::new(file), &ctx).await;
+            for alert in &report.alerts {
+                println!("{}", serde_json::to_string(alert)?);
+            }
+            for error in &report.errors {
+                eprintln!("{}: {error}", events.display());
+            }
+            eprintln!(
+                "{} events, {} alerts, {} invalid lines",
+                report.events,
+                report.alerts.len(),
+                report.errors.len()
+            );
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let with_token = |req: reqwest::RequestBuilder, target: &ApiTarget| match &target.token {
+        Some(token) => req.bearer_auth(token),
+        None => req,
+    };
+    match command {
+        DlqCommand::List {
+            target,
+            queue,
+            limit,
+        } => {
+            let mut url = format!(
+                "{}/v1/dead-letters?limit={limit}",
+                target.url.trim_end_matches('/')
+            );
+            if let Some(queue) = queue {
+                url.push_str(&format!("&queue={queue}"));
+            }
+            let response = with_token(client.get(&url), &target)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.context("reading the answer")?;
+            anyhow::ensure!(status.is_success(), "GET {url} answered {status}: {body}");
+            println!("{}", serde_json::to_string_pretty(&body)?);
+        }
+        DlqCommand::Redrive { target, queue, id } => {
+            let url = format!(
+                "{}/v1/dead-letters/{queue}/{id}/redrive",
+                target.url.trim_end_matches('/')
+            );
+            let response = with_token(client.post(&url), &target)
+                .send()
+                .await
+                .with_context(|| format!("POST {url}"))?;
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            anyhow::ensure!(status.is_success(), "POST {url} answered {status}: {body}");
+            println!("{body}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! Configuration: one TOML file, overridden by `AUDITFLOW_*` environment
+//! variables, overridden by command-line flags.
+//!
+//! Environment keys map onto the file's keys with `__` between levels:
+//! `AUDITFLOW_HTTP__LISTEN=0.0.0.0:8080` sets `[http] listen`. A wrong value
+//! is an error that names the key (figment reports the path).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory of the embedded backends' files.
+    pub data_dir: PathBuf,
+    /// Environment name written into alerts' metadata.
+    pub environment: String,
+    /// HTTP listener shared by ingest, the read API and health endpoints.
+    pub http: HttpConfig,
+    /// Queues.
+    pub broker: BrokerConfig,
+    /// The analyze role.
+    pub analyze: AnalyzeConfig,
+    /// The notify role.
+    pub notify: NotifyConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            environment: "DEVELOPMENT".into(),
+            http: HttpConfig::default(),
+            broker: BrokerConfig::default(),
+            analyze: AnalyzeConfig::default(),
+            notify: NotifyConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// HTTP settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Bearer token required on the API. Required when `listen` is not loopback.
+    pub auth_token: Option<String>,
+    /// Explicitly allow an unauthenticated API on a non-loopback address.
+    pub allow_unauthenticated: bool,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most events accepted in one request.
+    pub max_events_per_request: usize,
+    /// How long a request may take before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// On SIGTERM/SIGINT: how long in-flight work may take to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth_token: None,
+            allow_unauthenticated: false,
+            max_body_bytes: 8 * 1024 * 1024,
+            max_events_per_request: 10_000,
+            request_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Queue settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Queue of events (ingest -> analyze).
+    pub events_queue: String,
+    /// Queue of alerts (analyze -> notify).
+    pub alerts_queue: String,
+    /// Messages a queue may hold before publishers are refused (ingest answers 429).
+    pub max_queue_depth: u64,
+    /// Deliveries of one message before it is dead-lettered.
+    pub delivery_limit: u32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            events_queue: auditflow_core::broker::EVENTS_QUEUE.into(),
+            alerts_queue: auditflow_core::broker::ALERTS_QUEUE.into(),
+            max_queue_depth: 1_000_000,
+            delivery_limit: 5,
+        }
+    }
+}
+
+/// Analyze settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyzeConfig {
+    /// Rules file; the built-in rules when absent.
+    pub rules_file: Option<PathBuf>,
+    /// Events handled per batch (one store commit, one window commit, one ack).
+    pub batch_size: usize,
+    /// Unacked deliveries held by the consumer.
+    pub prefetch: usize,
+}
+
+impl Default for AnalyzeConfig {
+    fn default() -> Self {
+        AnalyzeConfig {
+            rules_file: None,
+            batch_size: 1024,
+            prefetch: 4096,
+        }
+    }
+}
+
+/// Notify settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Alerts handled per batch.
+    pub batch_size: usize,
+    /// Unacked deliveries held by the consumer.
+    pub prefetch: usize,
+    /// Delivery channels; each alert goes to every channel once.
+    pub channels: Vec<ChannelConfig>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            batch_size: 256,
+            prefetch: 1024,
+            channels: vec![
+                ChannelConfig::Log { name: "log".into() },
+                ChannelConfig::File {
+                    name: "file".into(),
+                    path: None,
+                },
+            ],
+        }
+    }
+}
+
+/// One delivery channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChannelConfig {
+    /// Writes each alert to the log.
+    Log {
+        /// Channel name (delivery records use it).
+        name: String,
+    },
+    /// Appends each alert as one JSON line to a file, fsync'd, exactly once.
+    File {
+        /// Channel name.
+        name: String,
+        /// The file; `<data_dir>/alerts.ndjson` when absent.
+        path: Option<PathBuf>,
+    },
+    /// POSTs each alert as JSON with an `Idempotency-Key` header.
+    Webhook {
+        /// Channel name.
+        name: String,
+        /// Target URL.
+        url: String,
+        /// Per-attempt timeout.
+        #[serde(with = "humantime_serde", default = "default_webhook_timeout")]
+        timeout: Duration,
+        /// Attempts before the delivery is recorded as failed.
+        #[serde(default = "default_webhook_attempts")]
+        max_attempts: u32,
+    },
+}
+
+fn default_webhook_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_webhook_attempts() -> u32 {
+    5
+}
+
+impl ChannelConfig {
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ChannelConfig::Log { name }
+            | ChannelConfig::File { name, .. }
+            | ChannelConfig::Webhook { name, .. } => name,
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Default filter (`info`, `auditflow=debug,warn`...); `RUST_LOG` wins.
+    pub level: String,
+    /// `auto` (JSON unless stderr is a terminal), `json` or `human`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when not on a terminal.
+    Auto,
+    /// JSON lines.
+    Json,
+    /// Human-readable.
+    Human,
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or a variable holds a wrong value; the message names the key.
+    #[error("configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// The combination of values is unsafe or inconsistent.
+    #[error("configuration: {key}: {reason}")]
+    Inconsistent {
+        /// The offending key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given), then `AUDITFLOW_*` variables,
+    /// then `overrides` (flags, as a partial TOML-shaped value).
+    pub fn load(file: Option<&Path>, overrides: &toml::Table) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment
+            .merge(
+                Env::prefixed("AUDITFLOW_")
+                    .ignore(&["config", "url", "token"])
+                    .split("__"),
+            )
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.http.listen.ip().is_loopback()
+            && self.http.auth_token.is_none()
+            && !self.http.allow_unauthenticated
+        {
+            return Err(ConfigError::Inconsistent {
+                key: "http.auth_token",
+                reason: format!(
+                    "listening on {} (beyond loopback) requires a bearer token; set http.auth_token \
+                     (AUDITFLOW_HTTP__AUTH_TOKEN) or http.allow_unauthenticated = true",
+                    self.http.listen
+                ),
+            });
+        }
+        for (key, value) in [
+            ("analyze.batch_size", self.analyze.batch_size),
+            ("notify.batch_size", self.notify.batch_size),
+            (
+                "http.max_events_per_request",
+                self.http.max_events_per_request,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Inconsistent {
+                    key,
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        let mut names: Vec<&str> = self
+            .notify
+            .channels
+            .iter()
+            .map(ChannelConfig::name)
+            .collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Inconsistent {
+                key: "notify.channels",
+                reason: format!("channel name '{}' is used twice", pair[0]),
+            });
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, with the auth token masked.
+    pub fn to_toml_masked(&self) -> String {
+        let mut shown = self.clone();
+        if shown.http.auth_token.is_some() {
+            shown.http.auth_token = Some("********".into());
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_loopback() {
+        let config = Config::load(None, &toml::Table::new()).unwrap();
+        assert!(config.http.listen.ip().is_loopback());
+        assert_eq!(config.broker.events_queue, "audit_events");
+    }
+
+    #[test]
+    fn a_wrong_value_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditflow.toml");
+        std::fs::write(&path, "[analyze]\nbatch_size = \"many\"\n").unwrap();
+        let err = Config::load(Some(&path), &toml::Table::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("analyze.batch_size"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditflow.toml");
+        std::fs::write(&path, "[http]\nlisten_addr = \"x\"\n").unwrap();
+        let err = Config::load(Some(&path), &toml::Table::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn public_listen_without_token_is_refused_and_flags_override_the_file() {
+        let mut overrides = toml::Table::new();
+        let mut http = toml::Table::new();
+        http.insert("listen".into(), "0.0.0.0:8080".into());
+        overrides.insert("http".into(), http.clone().into());
+        let err = Config::load(None, &overrides).unwrap_err().to_string();
+        assert!(err.contains("http.auth_token"), "{err}");
+        http.insert("auth_token".into(), "s3cret".into());
+        overrides.insert("http".into(), http.into());
+        let config = Config::load(None, &overrides).unwrap();
+        assert!(!config.to_toml_masked().contains("s3cret"));
+    }
+}

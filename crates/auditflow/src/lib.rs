@@ -1,0 +1,22 @@
+//! AuditFlow: a fault-tolerant audit-event platform. One binary, several roles.
+//!
+//! - `ingest` takes events over HTTP and publishes them durably;
+//! - `analyze` stores events and runs the rules, publishing alerts;
+//! - `notify` stores alerts and delivers them to channels;
+//! - the read API serves events, alerts and dead letters;
+//! - `generate` is the load and demo source.
+//!
+//! Roles talk only through the broker and store interfaces of
+//! [`auditflow_core`], so backends slot in without touching them.
+
+pub mod channels;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod health;
+pub mod metrics;
+pub mod persist;
+pub mod platform;
+pub mod roles;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,232 @@
+//! Starting roles on backends, and stopping them gracefully.
+//!
+//! `auditflow up` starts every role in one process on the embedded backends;
+//! `auditflow run ROLE` starts one. On SIGTERM or SIGINT the process stops
+//! taking new work (ingest answers 503, readiness fails), lets in-flight
+//! requests and batches finish and ack, and exits within the grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use auditflow_embedded::{Embedded, EmbeddedOptions};
+use auditflow_rules::RuleSet;
+
+use crate::channels;
+use crate::config::Config;
+use crate::context::Context;
+use crate::health::Health;
+use crate::metrics::{Metrics, QueueLabels};
+use crate::roles::{analyze, notify};
+use crate::server::{self, Surface};
+
+/// What to start in this process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plan {
+    /// Serve `POST /v1/events`.
+    pub ingest: bool,
+    /// Serve the read API.
+    pub read_api: bool,
+    /// Run the analyze loop.
+    pub analyze: bool,
+    /// Run the notify loop.
+    pub notify: bool,
+    /// Run the demo event source against our own ingest.
+    pub demo: bool,
+}
+
+impl Plan {
+    /// Every role (what `auditflow up` runs).
+    pub fn everything() -> Plan {
+        Plan {
+            ingest: true,
+            read_api: true,
+            analyze: true,
+            notify: true,
+            demo: false,
+        }
+    }
+}
+
+/// Loads the rules named by the config, or the built-in ones.
+pub fn load_rules(config: &Config) -> anyhow::Result<RuleSet> {
+    match &config.analyze.rules_file {
+        Some(path) => {
+            RuleSet::load(path).with_context(|| format!("loading rules from {}", path.display()))
+        }
+        None => Ok(RuleSet::builtin()),
+    }
+}
+
+/// Runs `plan` until a shutdown signal (or a role fails), then drains.
+pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let rules = Arc::new(load_rules(&config)?);
+    let embedded = Embedded::open(
+        &config.data_dir,
+        EmbeddedOptions {
+            max_queue_depth: config.broker.max_queue_depth,
+            delivery_limit: config.broker.delivery_limit,
+            ..EmbeddedOptions::default()
+        },
+    )
+    .with_context(|| {
+        format!(
+            "opening the embedded backends in {}",
+            config.data_dir.display()
+        )
+    })?;
+    let shutdown = CancellationToken::new();
+    let ctx = Context {
+        config: Arc::clone(&config),
+        broker: embedded.broker(),
+        store: embedded.store(),
+        windows: embedded.windows(),
+        metrics: Metrics::new(),
+        health: Arc::new(Health::default()),
+        shutdown: shutdown.clone(),
+    };
+    let tracker = TaskTracker::new();
+    // A role that fails stops the whole process (the supervisor restarts it)
+    // rather than leaving a half-working process that looks alive.
+    let failed = CancellationToken::new();
+
+    if plan.analyze {
+        let (ctx, rules, failed) = (ctx.clone(), Arc::clone(&rules), failed.clone());
+        tracker.spawn(
+            async move {
+                if let Err(e) = analyze::run(ctx, rules).await {
+                    tracing::error!(error = format!("{e:#}"), "analyze failed");
+                    failed.cancel();
+                }
+            }
+            .instrument(tracing::info_span!("role", role = "analyze")),
+        );
+    }
+    if plan.notify {
+        let channels = channels::build(&config.notify.channels, &config.data_dir)?;
+        let (ctx, failed) = (ctx.clone(), failed.clone());
+        tracker.spawn(
+            async move {
+                if let Err(e) = notify::run(ctx, channels).await {
+                    tracing::error!(error = format!("{e:#}"), "notify failed");
+                    failed.cancel();
+                }
+            }
+            .instrument(tracing::info_span!("role", role = "notify")),
+        );
+    }
+    tracker.spawn(poll_queue_gauges(ctx.clone()));
+
+    // Every process serves health and metrics; ingest and the read API when planned.
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding {}", config.http.listen))?;
+    let address = listener.local_addr()?;
+    let app = server::router(
+        ctx.clone(),
+        Surface {
+            ingest: plan.ingest,
+            read_api: plan.read_api,
+        },
+    );
+    let server_stop = shutdown.clone();
+    tracker.spawn(
+        async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { server_stop.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }
+        .instrument(tracing::info_span!("role", role = "http")),
+    );
+    tracing::info!(%address, ?plan, data_dir = %config.data_dir.display(), "auditflow listening");
+    // Machine-readable line for scripts and tests that start us on port 0.
+    println!("listening on http://{address}");
+
+    if plan.demo {
+        let mut options = auditflow_generate::demo_options(format!("http://{address}"));
+        options.token = config.http.auth_token.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(
+            async move {
+                if let Err(e) = auditflow_generate::run(options, stop).await {
+                    tracing::warn!(error = %e, "demo source stopped");
+                }
+            }
+            .instrument(tracing::info_span!("role", role = "generate")),
+        );
+    }
+
+    let reason = tokio::select! {
+        signal = shutdown_signal() => signal,
+        _ = failed.cancelled() => "a role failed",
+    };
+    tracing::info!(reason, grace = ?config.http.shutdown_grace, "draining");
+    ctx.health.start_draining();
+    shutdown.cancel();
+    tracker.close();
+    let drained = tokio::time::timeout(config.http.shutdown_grace, tracker.wait())
+        .await
+        .is_ok();
+    drop(ctx);
+    // Dropping the last handles stops the writer threads after they commit what is queued.
+    drop(embedded);
+    if !drained {
+        tracing::warn!(
+            "grace period over with work still in flight; it stays unacked and will be redelivered"
+        );
+    }
+    if failed.is_cancelled() {
+        anyhow::bail!("stopped because a role failed");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// Keeps the queue-depth and dead-letter gauges current.
+async fn poll_queue_gauges(ctx: Context) {
+    let queues = [
+        ctx.config.broker.events_queue.clone(),
+        ctx.config.broker.alerts_queue.clone(),
+    ];
+    loop {
+        for queue in &queues {
+            if let Ok(stats) = ctx.broker.stats(queue).await {
+                let labels = QueueLabels {
+                    queue: queue.clone(),
+                };
+                ctx.metrics
+                    .queue_depth
+                    .get_or_create(&labels)
+                    .set(stats.ready as i64);
+                ctx.metrics
+                    .dead_letters
+                    .get_or_create(&labels)
+                    .set(stats.dead_lettered as i64);
+            }
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

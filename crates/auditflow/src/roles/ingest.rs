@@ -1,0 +1,246 @@
+//! The ingest role: `POST /v1/events`.
+//!
+//! Accepts one event, a JSON array, or NDJSON. Answers 202 with the accepted
+//! ids only after the broker has durably committed them; never 202 when it
+//! cannot take the events (429 when a queue is over its bound, 503 when the
+//! broker is unavailable or the process is draining, both with Retry-After).
+//!
+//! By default a request is all-or-nothing: if any item is invalid, the answer
+//! is 400 with a reason per item and nothing is stored. With `?partial=true`
+//! the valid items are accepted (202) and the invalid ones listed.
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use auditflow_core::broker::{
+    BrokerError, Headers, Message, HEADER_CORRELATION_ID, HEADER_INGESTED_AT,
+};
+use auditflow_core::event::{Event, EventError};
+use auditflow_core::time::format_timestamp;
+
+use crate::context::Context;
+use crate::metrics::ResultLabel;
+
+/// Query parameters of `POST /v1/events`.
+#[derive(Debug, Default, Deserialize)]
+pub struct IngestParams {
+    /// Accept the valid items of a batch even if some are invalid.
+    #[serde(default)]
+    pub partial: bool,
+}
+
+/// One rejected item.
+#[derive(Debug, Serialize)]
+pub struct ItemError {
+    /// Position of the item in the request (0-based; for NDJSON, the line's item index).
+    pub index: usize,
+    /// The offending field.
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Body of a 202 answer.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    /// Ids of the accepted events, in request order.
+    pub accepted: Vec<Uuid>,
+    /// Indexes of the items whose id was assigned by AuditFlow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub assigned_ids: Vec<usize>,
+    /// With `?partial=true`: the items that were refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<ItemError>,
+}
+
+/// Splits a body into items: one JSON value (object or array), or NDJSON.
+fn split_items(body: &[u8]) -> Result<Vec<Result<Value, EventError>>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        return Err("empty body".into());
+    }
+    match serde_json::from_str::<Value>(trimmed) {
+        Ok(Value::Array(items)) => Ok(items.into_iter().map(Ok).collect()),
+        Ok(value) => Ok(vec![Ok(value)]),
+        Err(_) if trimmed.starts_with('[') => Err("body is not valid JSON".into()),
+        Err(_) => Ok(trimmed
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str::<Value>(line).map_err(|e| EventError {
+                    field: "$".into(),
+                    reason: format!("invalid JSON: {e}"),
+                })
+            })
+            .collect()),
+    }
+}
+
+fn error_body(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response {
+    let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// `POST /v1/events`.
+pub async fn post_events(
+    State(ctx): State<Context>,
+    Query(params): Query<IngestParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if ctx.health.is_draining() {
+        return error_body(StatusCode::SERVICE_UNAVAILABLE, "shutting down", Some(5));
+    }
+    let items = match split_items(&body) {
+        Ok(items) => items,
+        Err(reason) => {
+            ctx.metrics
+                .events_rejected
+                .get_or_create(&ResultLabel {
+                    result: "malformed_body",
+                })
+                .inc();
+            return error_body(StatusCode::BAD_REQUEST, &reason, None);
+        }
+    };
+    let limit = ctx.config.http.max_events_per_request;
+    if items.len() > limit {
+        return error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "{} events in one request; the limit is {limit}",
+                items.len()
+            ),
+            None,
+        );
+    }
+    let request_correlation = headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_string);
+    let ingested_at = format_timestamp(&chrono::Utc::now());
+    let mut accepted = Vec::with_capacity(items.len());
+    let mut assigned_ids = Vec::new();
+    let mut rejected = Vec::new();
+    let mut messages = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match item.and_then(Event::from_value) {
+            Ok(parsed) => {
+                let event = parsed.event;
+                if parsed.id_assigned {
+                    assigned_ids.push(index);
+                }
+                let mut msg_headers = Headers::new();
+                msg_headers.insert(
+                    HEADER_CORRELATION_ID.into(),
+                    request_correlation
+                        .clone()
+                        .unwrap_or_else(|| event.event_id.to_string()),
+                );
+                msg_headers.insert(HEADER_INGESTED_AT.into(), ingested_at.clone());
+                accepted.push(event.event_id);
+                messages.push(Message {
+                    message_id: event.event_id.to_string(),
+                    payload: Bytes::from(event.to_json_bytes()),
+                    headers: msg_headers,
+                });
+            }
+            Err(e) => rejected.push(ItemError {
+                index,
+                field: e.field,
+                reason: e.reason,
+            }),
+        }
+    }
+    if !rejected.is_empty() {
+        ctx.metrics
+            .events_rejected
+            .get_or_create(&ResultLabel { result: "invalid" })
+            .inc_by(rejected.len() as u64);
+        if !params.partial || messages.is_empty() {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({
+                    "error": format!("{} of {} items are invalid; nothing was accepted", rejected.len(), rejected.len() + messages.len()),
+                    "rejected": rejected,
+                })),
+            )
+                .into_response();
+        }
+    }
+    let count = messages.len() as u64;
+    match ctx
+        .broker
+        .publish(&ctx.config.broker.events_queue, messages)
+        .await
+    {
+        Ok(()) => {
+            ctx.metrics.events_ingested.inc_by(count);
+            (
+                StatusCode::ACCEPTED,
+                Json(Accepted {
+                    accepted,
+                    assigned_ids,
+                    rejected,
+                }),
+            )
+                .into_response()
+        }
+        Err(BrokerError::Full { queue, depth }) => {
+            ctx.metrics
+                .events_rejected
+                .get_or_create(&ResultLabel {
+                    result: "queue_full",
+                })
+                .inc_by(count);
+            error_body(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("queue {queue} is full ({depth} messages); retry later"),
+                Some(1),
+            )
+        }
+        Err(e) => {
+            ctx.metrics
+                .events_rejected
+                .get_or_create(&ResultLabel {
+                    result: "unavailable",
+                })
+                .inc_by(count);
+            tracing::warn!(error = %e, "publish failed; answering 503");
+            error_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot accept events now: {e}"),
+                Some(2),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_objects_arrays_and_ndjson() {
+        assert_eq!(split_items(br#"{"a":1}"#).unwrap().len(), 1);
+        assert_eq!(split_items(br#"[{"a":1},{"a":2}]"#).unwrap().len(), 2);
+        let ndjson = split_items(b"{\"a\":1}\n\n{\"a\":2}\n{oops\n").unwrap();
+        assert_eq!(ndjson.len(), 3);
+        assert!(ndjson[2].is_err());
+        assert!(split_items(b"[{\"a\":1},").is_err());
+        assert!(split_items(b"  ").is_err());
+    }
+}

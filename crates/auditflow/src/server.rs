@@ -1,0 +1,228 @@
+//! The HTTP server of a process: ingest, the read API, health and metrics,
+//! behind body limits, a request timeout, bearer-token auth and metrics.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::context::Context;
+use crate::health::Status;
+use crate::metrics::HttpLabels;
+use crate::roles::ingest;
+
+/// Which parts of the API this process serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Surface {
+    /// `POST /v1/events`.
+    pub ingest: bool,
+    /// The read API (`/v1/events`, `/v1/alerts`, legacy `/alerts`, dead letters).
+    pub read_api: bool,
+}
+
+/// Builds the router for `surface`.
+pub fn router(ctx: Context, surface: Surface) -> Router {
+    let mut api = Router::new();
+    if surface.ingest {
+        api = api.route("/v1/events", post(ingest::post_events));
+    }
+    let mut api = api.with_state(ctx.clone());
+    if surface.read_api {
+        api = api.merge(auditflow_api::router(auditflow_api::ReadApi {
+            store: ctx.store.clone(),
+            broker: ctx.broker.clone(),
+            queues: vec![
+                ctx.config.broker.events_queue.clone(),
+                ctx.config.broker.alerts_queue.clone(),
+            ],
+        }));
+    }
+    let api = api.layer(middleware::from_fn_with_state(ctx.clone(), require_token));
+    let open = Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(ctx.clone());
+    open.merge(api)
+        .layer(DefaultBodyLimit::max(ctx.config.http.max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ctx.config.http.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(ctx, record_metrics))
+}
+
+/// Compares in constant time so the token cannot be guessed byte by byte.
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn require_token(State(ctx): State<Context>, request: Request, next: Next) -> Response {
+    if let Some(expected) = ctx.config.http.auth_token.as_deref() {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| token_matches(g.as_bytes(), expected.as_bytes())) {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "missing or wrong bearer token"})),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+async fn record_metrics(State(ctx): State<Context>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    ctx.metrics
+        .http_request_duration
+        .get_or_create(&HttpLabels {
+            route,
+            code: response.status().as_u16(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn livez() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// One live check of a dependency.
+#[derive(Debug, serde::Serialize)]
+struct Check {
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// Live checks plus what the roles reported.
+#[derive(Debug, serde::Serialize)]
+struct Probe {
+    checks: std::collections::BTreeMap<&'static str, Check>,
+    components: std::collections::BTreeMap<String, crate::health::ComponentHealth>,
+}
+
+impl Probe {
+    fn worst(&self) -> Status {
+        let checks = self.checks.values().map(|c| c.status);
+        let components = self.components.values().map(|c| c.status);
+        checks.chain(components).max().unwrap_or(Status::Up)
+    }
+}
+
+/// Probes every dependency now, each bounded by a timeout, and folds in what
+/// the roles reported.
+async fn probe(ctx: &Context) -> Probe {
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+    async fn bounded<E: std::fmt::Display>(
+        fut: impl std::future::Future<Output = Result<(), E>>,
+    ) -> Check {
+        match tokio::time::timeout(PROBE_TIMEOUT, fut).await {
+            Ok(Ok(())) => Check {
+                status: Status::Up,
+                detail: None,
+            },
+            Ok(Err(e)) => Check {
+                status: Status::Down,
+                detail: Some(e.to_string()),
+            },
+            Err(_) => Check {
+                status: Status::Down,
+                detail: Some(format!("no answer within {PROBE_TIMEOUT:?}")),
+            },
+        }
+    }
+    let (broker, store, windows) = tokio::join!(
+        bounded(ctx.broker.check()),
+        bounded(ctx.store.check()),
+        bounded(ctx.windows.check()),
+    );
+    Probe {
+        checks: [("broker", broker), ("store", store), ("windows", windows)]
+            .into_iter()
+            .collect(),
+        components: ctx.health.snapshot(),
+    }
+}
+
+/// Ready when no dependency is down and the process is not draining.
+async fn readyz(State(ctx): State<Context>) -> Response {
+    let probe = probe(&ctx).await;
+    let draining = ctx.health.is_draining();
+    let ready = probe.worst() != Status::Down && !draining;
+    let report = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "draining": draining,
+        "checks": probe.checks,
+        "components": probe.components,
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(report)).into_response()
+}
+
+/// Overall health: up, degraded or down, with every component's detail.
+async fn healthz(State(ctx): State<Context>) -> Response {
+    let probe = probe(&ctx).await;
+    let status = probe.worst();
+    let report = json!({"status": status, "checks": probe.checks, "components": probe.components});
+    let code = if status == Status::Down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(report)).into_response()
+}
+
+async fn metrics(State(ctx): State<Context>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ctx.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches(b"abc", b"abc"));
+        assert!(!token_matches(b"abd", b"abc"));
+        assert!(!token_matches(b"ab", b"abc"));
+    }
+}

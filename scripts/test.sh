@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Prepares and runs every AuditFlow test: system packages, the local servers
+# the backend tests talk to, formatting, lints, then the whole test suite.
+# Usage: scripts/test.sh [extra nextest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+log "system packages"
+missing=()
+for pkg in pkg-config libssl-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
+command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+
+log "local servers"
+scripts/services.sh ensure
+
+log "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "tests"
+cargo nextest run --workspace --locked --no-fail-fast "$@"
+# Doctests are not run by nextest.
+cargo test --workspace --locked --doc
