@@ -5,6 +5,7 @@
 //! `AUDITFLOW_HTTP__LISTEN=0.0.0.0:8080` sets `[http] listen`. A wrong value
 //! is an error that names the key (figment reports the path).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +32,9 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Resilience policy per dependency (`broker`, `store`, `windows`,
+    /// `webhook`): timeouts, retries, retry budget, breaker, bulkhead.
+    pub resilience: BTreeMap<String, resilience::PolicyConfig>,
 }
 
 impl Default for Config {
@@ -43,6 +47,7 @@ impl Default for Config {
             analyze: AnalyzeConfig::default(),
             notify: NotifyConfig::default(),
             log: LogConfig::default(),
+            resilience: crate::resilient::default_policies(),
         }
     }
 }
@@ -174,27 +179,14 @@ pub enum ChannelConfig {
         /// The file; `<data_dir>/alerts.ndjson` when absent.
         path: Option<PathBuf>,
     },
-    /// POSTs each alert as JSON with an `Idempotency-Key` header.
+    /// POSTs each alert as JSON with an `Idempotency-Key` header. Timeouts,
+    /// retries and the breaker come from `[resilience.webhook]`.
     Webhook {
         /// Channel name.
         name: String,
         /// Target URL.
         url: String,
-        /// Per-attempt timeout.
-        #[serde(with = "humantime_serde", default = "default_webhook_timeout")]
-        timeout: Duration,
-        /// Attempts before the delivery is recorded as failed.
-        #[serde(default = "default_webhook_attempts")]
-        max_attempts: u32,
     },
-}
-
-fn default_webhook_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-fn default_webhook_attempts() -> u32 {
-    5
 }
 
 impl ChannelConfig {
@@ -305,6 +297,23 @@ impl Config {
                 });
             }
         }
+        for name in self.resilience.keys() {
+            if !crate::resilient::policies::DEPENDENCIES.contains(&name.as_str()) {
+                return Err(ConfigError::Inconsistent {
+                    key: "resilience",
+                    reason: format!(
+                        "unknown dependency '{name}'; known: {}",
+                        crate::resilient::policies::DEPENDENCIES.join(", ")
+                    ),
+                });
+            }
+        }
+        for (name, policy) in &self.resilience {
+            policy.validate().map_err(|e| ConfigError::Inconsistent {
+                key: "resilience",
+                reason: format!("[resilience.{name}] {}: {}", e.field, e.reason),
+            })?;
+        }
         let mut names: Vec<&str> = self
             .notify
             .channels
@@ -351,6 +360,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("analyze.batch_size"), "{err}");
+    }
+
+    #[test]
+    fn resilience_overrides_merge_with_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditflow.toml");
+        std::fs::write(&path, "[resilience.store.timeout]\nper_attempt = \"750ms\"\n").unwrap();
+        let config = Config::load(Some(&path), &toml::Table::new()).unwrap();
+        let store = &config.resilience["store"];
+        assert_eq!(store.timeout.per_attempt, Duration::from_millis(750));
+        assert_eq!(store.breaker.minimum_calls, 10, "other defaults kept");
+        assert!(config.resilience.contains_key("broker"));
+        std::fs::write(&path, "[resilience.store.breaker]\nfailure_rate_threshold = 7.0\n").unwrap();
+        let err = Config::load(Some(&path), &toml::Table::new()).unwrap_err().to_string();
+        assert!(err.contains("resilience.store") && err.contains("failure_rate_threshold"), "{err}");
     }
 
     #[test]

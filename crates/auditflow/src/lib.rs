@@ -17,6 +17,7 @@ pub mod health;
 pub mod metrics;
 pub mod persist;
 pub mod platform;
+pub mod resilient;
 pub mod roles;
 pub mod server;
 pub mod telemetry;

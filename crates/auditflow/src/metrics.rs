@@ -73,11 +73,13 @@ pub struct Metrics {
     /// From ingest accepting an event to notify storing its alert.
     pub ingest_to_alert: Histogram,
     /// HTTP request durations.
-    pub http_request_duration: Family<HttpLabels, Histogram>,
+    pub http_request_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     /// Messages ready in each queue.
     pub queue_depth: Family<QueueLabels, Gauge>,
     /// Messages in each queue's dead-letter queue.
     pub dead_letters: Family<QueueLabels, Gauge>,
+    /// Resilience events of every dependency policy.
+    pub resilience: Arc<crate::resilient::PrometheusObserver>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -151,7 +153,9 @@ impl Metrics {
             "Messages in a queue's dead-letter queue",
             dead_letters.clone(),
         );
+        let resilience = Arc::new(crate::resilient::PrometheusObserver::register(&mut registry));
         Arc::new(Metrics {
+            resilience,
             registry,
             events_ingested,
             events_rejected,

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use auditflow_core::{Broker, Store, WindowState};
 use auditflow_embedded::{Embedded, EmbeddedOptions};
 use auditflow_rules::RuleSet;
 
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::context::Context;
 use crate::health::Health;
 use crate::metrics::{Metrics, QueueLabels};
+use crate::resilient::{Policies, ResilientBroker, ResilientStore, ResilientWindows};
 use crate::roles::{analyze, notify};
 use crate::server::{self, Surface};
 
@@ -62,6 +64,34 @@ pub fn load_rules(config: &Config) -> anyhow::Result<RuleSet> {
     }
 }
 
+/// Wraps backends in their resilience policies and builds the roles' context.
+pub fn build_context(
+    config: Arc<Config>,
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn Store>,
+    windows: Arc<dyn WindowState>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Context, Policies)> {
+    let metrics = Metrics::new();
+    let policies = Policies::build(&config.resilience, Arc::clone(&metrics.resilience))?;
+    let policy = |name: &str| {
+        policies
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no policy for {name}"))
+    };
+    let ctx = Context {
+        broker: Arc::new(ResilientBroker::new(broker, policy("broker")?)),
+        store: Arc::new(ResilientStore::new(store, policy("store")?)),
+        windows: Arc::new(ResilientWindows::new(windows, policy("windows")?)),
+        config,
+        metrics,
+        health: Arc::new(Health::default()),
+        shutdown,
+    };
+    Ok((ctx, policies))
+}
+
 /// Runs `plan` until a shutdown signal (or a role fails), then drains.
 pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
     let config = Arc::new(config);
@@ -81,15 +111,13 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
         )
     })?;
     let shutdown = CancellationToken::new();
-    let ctx = Context {
-        config: Arc::clone(&config),
-        broker: embedded.broker(),
-        store: embedded.store(),
-        windows: embedded.windows(),
-        metrics: Metrics::new(),
-        health: Arc::new(Health::default()),
-        shutdown: shutdown.clone(),
-    };
+    let (ctx, policies) = build_context(
+        Arc::clone(&config),
+        embedded.broker(),
+        embedded.store(),
+        embedded.windows(),
+        shutdown.clone(),
+    )?;
     let tracker = TaskTracker::new();
     // A role that fails stops the whole process (the supervisor restarts it)
     // rather than leaving a half-working process that looks alive.
@@ -108,7 +136,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
         );
     }
     if plan.notify {
-        let channels = channels::build(&config.notify.channels, &config.data_dir)?;
+        let channels = channels::build(&config.notify.channels, &config.data_dir, &policies)?;
         let (ctx, failed) = (ctx.clone(), failed.clone());
         tracker.spawn(
             async move {

@@ -172,21 +172,31 @@ async fn probe(ctx: &Context) -> Probe {
     }
 }
 
-/// Ready when no dependency is down and the process is not draining.
+/// Readiness is "can this process take work": not ready while draining or
+/// when the broker (which ingest needs to accept anything) is down; a store
+/// or window-state outage only makes it `degraded`, since events keep
+/// buffering safely in the broker until the store returns.
 async fn readyz(State(ctx): State<Context>) -> Response {
     let probe = probe(&ctx).await;
     let draining = ctx.health.is_draining();
-    let ready = probe.worst() != Status::Down && !draining;
+    let broker_down = probe.checks.get("broker").is_some_and(|c| c.status == Status::Down);
+    let status = if draining || broker_down {
+        "not_ready"
+    } else if probe.worst() == Status::Up {
+        "ready"
+    } else {
+        "degraded"
+    };
     let report = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": status,
         "draining": draining,
         "checks": probe.checks,
         "components": probe.components,
     });
-    let code = if ready {
-        StatusCode::OK
-    } else {
+    let code = if status == "not_ready" {
         StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
     };
     (code, Json(report)).into_response()
 }

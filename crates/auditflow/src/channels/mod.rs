@@ -49,7 +49,11 @@ pub trait Channel: Send + Sync {
 }
 
 /// Builds the configured channels. `data_dir` hosts default file paths.
-pub fn build(configs: &[ChannelConfig], data_dir: &Path) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
+pub fn build(
+    configs: &[ChannelConfig],
+    data_dir: &Path,
+    policies: &crate::resilient::Policies,
+) -> anyhow::Result<Vec<Arc<dyn Channel>>> {
     configs
         .iter()
         .map(|config| -> anyhow::Result<Arc<dyn Channel>> {
@@ -61,16 +65,10 @@ pub fn build(configs: &[ChannelConfig], data_dir: &Path) -> anyhow::Result<Vec<A
                         .unwrap_or_else(|| data_dir.join("alerts.ndjson"));
                     Arc::new(file::FileChannel::open(name.clone(), &path)?)
                 }
-                ChannelConfig::Webhook {
-                    name,
-                    url,
-                    timeout,
-                    max_attempts,
-                } => Arc::new(webhook::WebhookChannel::new(
+                ChannelConfig::Webhook { name, url } => Arc::new(webhook::WebhookChannel::new(
                     name.clone(),
                     url.clone(),
-                    *timeout,
-                    *max_attempts,
+                    policies.named("webhook", name)?,
                 )?),
             })
         })

@@ -1,11 +1,14 @@
 //! The webhook channel: POSTs each alert as JSON with an `Idempotency-Key`
 //! header (the alert id), so a receiver can drop the rare duplicate that a
 //! crash between its 2xx and our delivery record would cause.
-
-use std::time::Duration;
+//!
+//! Each POST goes through the channel's resilience policy (named after the
+//! channel, configured by `[resilience.webhook]`): per-attempt timeout,
+//! retries with jitter under a budget, and a breaker so a dead endpoint is
+//! not hammered and does not hold up notify.
 
 use async_trait::async_trait;
-use rand::Rng;
+use resilience::{ErrorClass, Policy, PolicyError};
 
 use auditflow_core::Alert;
 
@@ -16,69 +19,72 @@ pub struct WebhookChannel {
     name: String,
     url: String,
     client: reqwest::Client,
-    max_attempts: u32,
+    policy: Policy,
+}
+
+/// One failed POST.
+#[derive(Debug, thiserror::Error)]
+enum PostError {
+    /// Worth retrying: network errors, 5xx, 408, 429.
+    #[error("{0}")]
+    Transient(String),
+    /// The endpoint refused the alert for good (other 4xx).
+    #[error("{0}")]
+    Permanent(String),
 }
 
 impl WebhookChannel {
-    /// A webhook channel posting to `url`, each attempt bounded by `timeout`.
-    pub fn new(
-        name: String,
-        url: String,
-        timeout: Duration,
-        max_attempts: u32,
-    ) -> anyhow::Result<Self> {
+    /// A webhook channel posting to `url` through `policy`.
+    pub fn new(name: String, url: String, policy: Policy) -> anyhow::Result<Self> {
+        // Timeouts come from the policy; the client only bounds connecting.
         let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
+            .connect_timeout(std::time::Duration::from_secs(10))
             .build()?;
         Ok(WebhookChannel {
             name,
             url,
             client,
-            max_attempts: max_attempts.max(1),
+            policy,
         })
     }
 
+    async fn post_once(&self, alert: &Alert) -> Result<(), PostError> {
+        let response = self
+            .client
+            .post(&self.url)
+            .header("Idempotency-Key", alert.alert_id.to_string())
+            .header("Content-Type", "application/json")
+            .body(alert.to_json_bytes())
+            .send()
+            .await
+            .map_err(|e| PostError::Transient(format!("webhook request failed: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = format!("webhook answered {status}");
+        if status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429 {
+            Err(PostError::Transient(message))
+        } else {
+            Err(PostError::Permanent(message))
+        }
+    }
+
     async fn post(&self, alert: &Alert) -> Result<Outcome, ChannelError> {
-        let mut last_error = String::new();
-        let mut ceiling = Duration::from_millis(100);
-        for attempt in 1..=self.max_attempts {
-            let sent = self
-                .client
-                .post(&self.url)
-                .header("Idempotency-Key", alert.alert_id.to_string())
-                .header("Content-Type", "application/json")
-                .body(alert.to_json_bytes())
-                .send()
-                .await;
-            let retryable = match sent {
-                Ok(resp) if resp.status().is_success() => return Ok(Outcome::Delivered),
-                Ok(resp) => {
-                    let status = resp.status();
-                    last_error = format!("webhook answered {status}");
-                    status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429
-                }
-                Err(e) => {
-                    last_error = format!("webhook request failed: {e}");
-                    true
-                }
-            };
-            if !retryable {
-                return Err(ChannelError {
-                    message: last_error,
-                    attempts: attempt,
-                });
-            }
-            if attempt < self.max_attempts {
-                let delay = rand::rng().random_range(Duration::ZERO..=ceiling);
-                ceiling = (ceiling * 2).min(Duration::from_secs(5));
-                tokio::time::sleep(delay).await;
+        let classify = |e: &PostError| match e {
+            PostError::Transient(_) => ErrorClass::Transient,
+            PostError::Permanent(_) => ErrorClass::Permanent,
+        };
+        match self.policy.call_classified(|| self.post_once(alert), classify).await {
+            Ok(()) => Ok(Outcome::Delivered),
+            Err(error) => {
+                let message = match &error {
+                    PolicyError::Inner(e) | PolicyError::BudgetExhausted(e) => e.to_string(),
+                    other => crate::resilient::describe(&self.name, other).unwrap_or_default(),
+                };
+                Err(ChannelError { message, attempts: 1 })
             }
         }
-        Err(ChannelError {
-            message: last_error,
-            attempts: self.max_attempts,
-        })
     }
 }
 

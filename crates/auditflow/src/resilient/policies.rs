@@ -1,0 +1,108 @@
+//! The one place where each dependency's policy is built from configuration.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use resilience::{Policy, PolicyConfig};
+
+use super::PrometheusObserver;
+
+/// Dependencies with a policy of their own. Webhook channels each get a
+/// policy named after the channel, configured by `[resilience.webhook]`.
+pub const DEPENDENCIES: [&str; 4] = ["broker", "store", "windows", "webhook"];
+
+/// Defaults per dependency, tuned for the embedded backends and LAN servers:
+/// short attempts, quick retries, a breaker that opens after a burst of
+/// failures and probes again within seconds (growing on repeated opens).
+pub fn default_policies() -> BTreeMap<String, PolicyConfig> {
+    DEPENDENCIES
+        .iter()
+        .map(|&name| {
+            let mut config = PolicyConfig {
+                name: name.to_string(),
+                ..PolicyConfig::default()
+            };
+            config.timeout.per_attempt = Duration::from_secs(2);
+            config.timeout.total = Duration::from_secs(5);
+            config.retry.max_attempts = 3;
+            config.retry.initial_backoff = Duration::from_millis(20);
+            config.retry.max_backoff = Duration::from_millis(500);
+            config.breaker.minimum_calls = 10;
+            config.breaker.window_size = 50;
+            config.breaker.open_duration = Duration::from_secs(5);
+            config.breaker.max_open_duration = Duration::from_secs(60);
+            config.breaker.slow_call_duration = Duration::from_secs(1);
+            config.bulkhead.max_concurrent = 256;
+            if name == "webhook" {
+                config.timeout.per_attempt = Duration::from_secs(5);
+                config.timeout.total = Duration::from_secs(20);
+                config.retry.max_attempts = 5;
+                config.retry.initial_backoff = Duration::from_millis(100);
+                config.retry.max_backoff = Duration::from_secs(5);
+                config.breaker.slow_call_duration = Duration::from_secs(3);
+                config.bulkhead.max_concurrent = 16;
+            }
+            (name.to_string(), config)
+        })
+        .collect()
+}
+
+/// The built policies of one process.
+#[derive(Clone)]
+pub struct Policies {
+    configs: BTreeMap<String, PolicyConfig>,
+    observer: Arc<PrometheusObserver>,
+    built: BTreeMap<String, Policy>,
+}
+
+impl Policies {
+    /// Builds every dependency's policy. `configs` holds the effective
+    /// `[resilience.*]` tables (defaults merged with the file).
+    pub fn build(
+        configs: &BTreeMap<String, PolicyConfig>,
+        observer: Arc<PrometheusObserver>,
+    ) -> anyhow::Result<Policies> {
+        let mut policies = Policies {
+            configs: configs.clone(),
+            observer,
+            built: BTreeMap::new(),
+        };
+        for name in ["broker", "store", "windows"] {
+            let policy = policies.named(name, name)?;
+            policies.built.insert(name.to_string(), policy);
+        }
+        Ok(policies)
+    }
+
+    /// A new policy called `name` configured by `[resilience.<section>]`.
+    pub fn named(&self, section: &str, name: &str) -> anyhow::Result<Policy> {
+        let mut config = self
+            .configs
+            .get(section)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no [resilience.{section}] policy"))?;
+        config.name = name.to_string();
+        let policy = Policy::builder(config)
+            .observer(self.observer.clone())
+            .build()
+            .map_err(|e| anyhow::anyhow!("[resilience.{section}]: {e}"))?;
+        if let Some(breaker) = policy.breaker() {
+            self.observer.initial_state(name, breaker.state());
+        }
+        Ok(policy)
+    }
+
+    /// The policy of a core dependency (`broker`, `store`, `windows`).
+    pub fn get(&self, dependency: &str) -> Option<&Policy> {
+        self.built.get(dependency)
+    }
+
+    /// Breaker states by dependency, for health reports.
+    pub fn breaker_states(&self) -> BTreeMap<String, &'static str> {
+        self.built
+            .iter()
+            .filter_map(|(name, p)| p.breaker().map(|b| (name.clone(), b.state().as_str())))
+            .collect()
+    }
+}
