@@ -26,5 +26,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "tests"
 cargo nextest run --workspace --locked --no-fail-fast "$@"
+# Crash-at-every-step tests need the failpoints compiled in.
+cargo nextest run -p auditflow --features failpoints --locked --test crash_points
 # Doctests are not run by nextest.
 cargo test --workspace --locked --doc

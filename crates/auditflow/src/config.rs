@@ -366,15 +366,28 @@ mod tests {
     fn resilience_overrides_merge_with_the_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("auditflow.toml");
-        std::fs::write(&path, "[resilience.store.timeout]\nper_attempt = \"750ms\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[resilience.store.timeout]\nper_attempt = \"750ms\"\n",
+        )
+        .unwrap();
         let config = Config::load(Some(&path), &toml::Table::new()).unwrap();
         let store = &config.resilience["store"];
         assert_eq!(store.timeout.per_attempt, Duration::from_millis(750));
         assert_eq!(store.breaker.minimum_calls, 10, "other defaults kept");
         assert!(config.resilience.contains_key("broker"));
-        std::fs::write(&path, "[resilience.store.breaker]\nfailure_rate_threshold = 7.0\n").unwrap();
-        let err = Config::load(Some(&path), &toml::Table::new()).unwrap_err().to_string();
-        assert!(err.contains("resilience.store") && err.contains("failure_rate_threshold"), "{err}");
+        std::fs::write(
+            &path,
+            "[resilience.store.breaker]\nfailure_rate_threshold = 7.0\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), &toml::Table::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("resilience.store") && err.contains("failure_rate_threshold"),
+            "{err}"
+        );
     }
 
     #[test]

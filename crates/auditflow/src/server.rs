@@ -140,7 +140,9 @@ impl Probe {
 /// Probes every dependency now, each bounded by a timeout, and folds in what
 /// the roles reported.
 async fn probe(ctx: &Context) -> Probe {
-    const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+    // Longer than the policies' per-attempt timeouts, so a hanging dependency
+    // is cut by its policy (and counted by its breaker) before the probe gives up.
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
     async fn bounded<E: std::fmt::Display>(
         fut: impl std::future::Future<Output = Result<(), E>>,
     ) -> Check {
@@ -179,7 +181,10 @@ async fn probe(ctx: &Context) -> Probe {
 async fn readyz(State(ctx): State<Context>) -> Response {
     let probe = probe(&ctx).await;
     let draining = ctx.health.is_draining();
-    let broker_down = probe.checks.get("broker").is_some_and(|c| c.status == Status::Down);
+    let broker_down = probe
+        .checks
+        .get("broker")
+        .is_some_and(|c| c.status == Status::Down);
     let status = if draining || broker_down {
         "not_ready"
     } else if probe.worst() == Status::Up {

@@ -75,14 +75,21 @@ impl WebhookChannel {
             PostError::Transient(_) => ErrorClass::Transient,
             PostError::Permanent(_) => ErrorClass::Permanent,
         };
-        match self.policy.call_classified(|| self.post_once(alert), classify).await {
+        match self
+            .policy
+            .call_classified(|| self.post_once(alert), classify)
+            .await
+        {
             Ok(()) => Ok(Outcome::Delivered),
             Err(error) => {
                 let message = match &error {
                     PolicyError::Inner(e) | PolicyError::BudgetExhausted(e) => e.to_string(),
                     other => crate::resilient::describe(&self.name, other).unwrap_or_default(),
                 };
-                Err(ChannelError { message, attempts: 1 })
+                Err(ChannelError {
+                    message,
+                    attempts: 1,
+                })
             }
         }
     }

@@ -30,7 +30,10 @@ impl ResilientBroker {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, BrokerError>>,
     {
-        self.policy.call_classified(op, classify).await.map_err(fold)
+        self.policy
+            .call_classified(op, classify)
+            .await
+            .map_err(fold)
     }
 }
 
@@ -56,10 +59,15 @@ fn fold(error: PolicyError<BrokerError>) -> BrokerError {
 #[async_trait]
 impl Broker for ResilientBroker {
     async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), BrokerError> {
-        self.run(|| self.inner.publish(queue, messages.clone())).await
+        self.run(|| self.inner.publish(queue, messages.clone()))
+            .await
     }
 
-    async fn subscribe(&self, queue: &str, prefetch: usize) -> Result<Box<dyn Subscription>, BrokerError> {
+    async fn subscribe(
+        &self,
+        queue: &str,
+        prefetch: usize,
+    ) -> Result<Box<dyn Subscription>, BrokerError> {
         self.run(|| self.inner.subscribe(queue, prefetch)).await
     }
 
@@ -67,7 +75,11 @@ impl Broker for ResilientBroker {
         self.run(|| self.inner.stats(queue)).await
     }
 
-    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
         self.run(|| self.inner.dead_letters(queue, limit)).await
     }
 

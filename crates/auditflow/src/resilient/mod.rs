@@ -32,7 +32,9 @@ pub(crate) fn describe<E>(dependency: &str, error: &PolicyError<E>) -> Option<St
         PolicyError::CircuitOpen { retry_after } => {
             format!("{dependency}: circuit breaker open (next probe in {retry_after:?})")
         }
-        PolicyError::BulkheadFull => format!("{dependency}: too many calls in flight (bulkhead full)"),
+        PolicyError::BulkheadFull => {
+            format!("{dependency}: too many calls in flight (bulkhead full)")
+        }
         PolicyError::RateLimited { retry_after } => {
             format!("{dependency}: rate limited (retry in {retry_after:?})")
         }

@@ -49,8 +49,16 @@ impl PrometheusObserver {
     pub fn register(registry: &mut Registry) -> PrometheusObserver {
         let observer = PrometheusObserver::default();
         let sub = registry.sub_registry_with_prefix("resilience");
-        sub.register("calls", "Logical calls to a dependency by final outcome", observer.calls.clone());
-        sub.register("rejections", "Calls refused before reaching the dependency", observer.rejections.clone());
+        sub.register(
+            "calls",
+            "Logical calls to a dependency by final outcome",
+            observer.calls.clone(),
+        );
+        sub.register(
+            "rejections",
+            "Calls refused before reaching the dependency",
+            observer.rejections.clone(),
+        );
         sub.register("retries", "Retry attempts", observer.retries.clone());
         sub.register(
             "budget_exhausted",

@@ -10,7 +10,8 @@ use uuid::Uuid;
 use auditflow_core::alert::Alert;
 use auditflow_core::event::Event;
 use auditflow_core::store::{
-    AlertQuery, DeliveryRecord, EventQuery, Page, Store, StoreCounts, StoreError, StoredAlert, StoredEvent,
+    AlertQuery, DeliveryRecord, EventQuery, Page, Store, StoreCounts, StoreError, StoredAlert,
+    StoredEvent,
 };
 
 /// A [`Store`] whose every call goes through the `store` policy.
@@ -35,7 +36,10 @@ impl ResilientStore {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        self.policy.call_classified(op, classify).await.map_err(fold)
+        self.policy
+            .call_classified(op, classify)
+            .await
+            .map_err(fold)
     }
 }
 
@@ -51,7 +55,9 @@ fn classify(error: &StoreError) -> ErrorClass {
 fn fold(error: PolicyError<StoreError>) -> StoreError {
     match super::describe("store", &error) {
         Some(message) => StoreError::Unavailable(message),
-        None => error.into_inner().unwrap_or_else(|| StoreError::Unavailable("store: call failed".into())),
+        None => error
+            .into_inner()
+            .unwrap_or_else(|| StoreError::Unavailable("store: call failed".into())),
     }
 }
 
@@ -89,8 +95,13 @@ impl Store for ResilientStore {
         self.run(|| self.inner.alerts(query)).await
     }
 
-    async fn alerts_by_offset(&self, limit: u32, offset: u64) -> Result<Vec<StoredAlert>, StoreError> {
-        self.run(|| self.inner.alerts_by_offset(limit, offset)).await
+    async fn alerts_by_offset(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        self.run(|| self.inner.alerts_by_offset(limit, offset))
+            .await
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
