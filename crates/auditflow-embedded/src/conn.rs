@@ -1,0 +1,81 @@
+//! Opening SQLite connections with the pragmas every database file uses.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::error::EmbeddedError;
+use crate::options::EmbeddedOptions;
+
+fn sqlite_err(path: &Path, context: &'static str) -> impl FnOnce(rusqlite::Error) -> EmbeddedError {
+    let path = path.to_path_buf();
+    move |source| EmbeddedError::Sqlite {
+        context,
+        path,
+        source,
+    }
+}
+
+/// How long a connection waits on a lock before reporting `SQLITE_BUSY`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the single read-write connection of a database file: WAL mode,
+/// `synchronous` from the options, a large page cache and statement cache.
+pub(crate) fn open_writer(
+    path: &Path,
+    opts: &EmbeddedOptions,
+) -> Result<Connection, EmbeddedError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_err(path, "cannot open database"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite_err(path, "cannot set busy timeout"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+        .map_err(sqlite_err(path, "cannot enable WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(EmbeddedError::Sqlite {
+            context: "database refused WAL mode",
+            path: path.to_path_buf(),
+            source: rusqlite::Error::InvalidQuery,
+        });
+    }
+    let cache_kib = i64::from(opts.cache_size_mib) * 1024;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync};
+         PRAGMA cache_size=-{cache_kib};
+         PRAGMA temp_store=MEMORY;
+         PRAGMA foreign_keys=OFF;
+         PRAGMA wal_autocheckpoint=4000;",
+        sync = opts.synchronous.pragma(),
+    ))
+    .map_err(sqlite_err(path, "cannot configure database"))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Opens a read-only connection for queries.
+pub(crate) fn open_reader(
+    path: &Path,
+    opts: &EmbeddedOptions,
+) -> Result<Connection, EmbeddedError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_err(path, "cannot open database for reading"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite_err(path, "cannot set busy timeout"))?;
+    let cache_kib = i64::from(opts.cache_size_mib.clamp(1, 16)) * 1024;
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size=-{cache_kib}; PRAGMA temp_store=MEMORY;"
+    ))
+    .map_err(sqlite_err(path, "cannot configure reader"))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
