@@ -101,6 +101,9 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
         EmbeddedOptions {
             max_queue_depth: config.broker.max_queue_depth,
             delivery_limit: config.broker.delivery_limit,
+            // A small page cache per connection keeps the resident set small
+            // (there are a dozen connections); the OS page cache does the rest.
+            cache_size_mib: 8,
             ..EmbeddedOptions::default()
         },
     )
