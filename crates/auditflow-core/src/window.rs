@@ -13,7 +13,16 @@
 //! 3. Fire when `count >= threshold` and no earlier *fired* member lies
 //!    within `cooldown` of `t` (either side, so late events respect it too).
 //! 4. Record the decision; forget members older than the retention horizon
-//!    (`2 * window + cooldown` before the newest time seen).
+//!    (`2 * window + cooldown` before the newest time seen) once they were
+//!    first observed more than [`DECISION_GRACE`] ago (processing time).
+//!
+//! Why the grace: a batch can hold a group's fired event and an event much
+//! later in event time. Pruning by event time alone would drop the fired
+//! event's recorded decision in the same commit; if the process then died
+//! before publishing the alert, the redelivered event would be decided anew
+//! on a window that no longer holds its neighbours, and the alert would be
+//! lost. Decisions therefore live, whatever their event time, until well
+//! after any redelivery of their event can happen.
 //!
 //! Late events are counted in the windows they fall into, but a decision
 //! already made for a later event is never revised: alerts are not retracted.
@@ -36,6 +45,11 @@ pub struct WindowSpec {
     /// After firing, the group stays quiet for this long in event time.
     pub cooldown: Duration,
 }
+
+/// How long a recorded decision is kept after its event was first observed
+/// (processing time), whatever its event time: longer than any redelivery
+/// of an unacked event can take.
+pub const DECISION_GRACE: Duration = Duration::from_secs(15 * 60);
 
 impl WindowSpec {
     /// How far behind the newest member state is kept.
@@ -77,13 +91,15 @@ pub struct Member {
     pub micros: i64,
     /// The decision recorded for it.
     pub decision: Decision,
+    /// When it was first observed (processing time), microseconds since the epoch.
+    pub observed_micros: i64,
 }
 
 /// The state of one `(rule, group)` window: a pure state machine that every
 /// backend uses (or, for Redis, mirrors in a script) so semantics agree.
 #[derive(Debug, Clone, Default)]
 pub struct GroupWindow {
-    by_time: BTreeMap<(i64, Uuid), Decision>,
+    by_time: BTreeMap<(i64, Uuid), (Decision, i64)>,
     by_id: HashMap<Uuid, i64>,
     newest: Option<i64>,
 }
@@ -103,7 +119,8 @@ impl GroupWindow {
     }
 
     fn insert(&mut self, m: Member) {
-        self.by_time.insert((m.micros, m.event_id), m.decision);
+        self.by_time
+            .insert((m.micros, m.event_id), (m.decision, m.observed_micros));
         self.by_id.insert(m.event_id, m.micros);
         self.newest = Some(self.newest.map_or(m.micros, |n| n.max(m.micros)));
     }
@@ -111,16 +128,18 @@ impl GroupWindow {
     /// The decision recorded for `event_id`, if it was observed (and not yet forgotten).
     pub fn recorded(&self, event_id: Uuid) -> Option<Decision> {
         let t = *self.by_id.get(&event_id)?;
-        self.by_time.get(&(t, event_id)).copied()
+        self.by_time.get(&(t, event_id)).map(|(d, _)| *d)
     }
 
-    /// Observes one event. Returns the decision and, when the event is new,
-    /// the member to persist (`None` for a redelivery).
+    /// Observes one event at processing time `now`. Returns the decision
+    /// and, when the event is new, the member to persist (`None` for a
+    /// redelivery).
     pub fn observe(
         &mut self,
         event_id: Uuid,
         event_time: DateTime<Utc>,
         spec: &WindowSpec,
+        now: DateTime<Utc>,
     ) -> (Decision, Option<Member>) {
         if let Some(decision) = self.recorded(event_id) {
             return (decision, None);
@@ -140,7 +159,7 @@ impl GroupWindow {
                     (t.saturating_sub(cooldown) + 1, Uuid::nil())
                         ..(t.saturating_add(cooldown), Uuid::nil()),
                 )
-                .any(|(_, d)| d.fire);
+                .any(|(_, (d, _))| d.fire);
         let decision = Decision {
             fire: count >= spec.threshold && !in_cooldown,
             count,
@@ -149,38 +168,53 @@ impl GroupWindow {
             event_id,
             micros: t,
             decision,
+            observed_micros: now.timestamp_micros(),
         };
         self.insert(member);
-        self.prune(spec);
+        self.prune(spec, now);
         (decision, Some(member))
     }
 
-    /// Forgets members older than the retention horizon. Returns their ids.
-    pub fn prune(&mut self, spec: &WindowSpec) -> Vec<Uuid> {
-        let Some(newest) = self.newest else {
+    /// The `(event-time horizon, observed-before)` pair below which members
+    /// are forgotten: both must hold.
+    pub fn prune_bounds(&self, spec: &WindowSpec, now: DateTime<Utc>) -> Option<(i64, i64)> {
+        let newest = self.newest?;
+        Some((
+            newest.saturating_sub(micros(spec.retention())),
+            now.timestamp_micros()
+                .saturating_sub(micros(DECISION_GRACE)),
+        ))
+    }
+
+    /// Forgets members older than the retention horizon whose decisions are
+    /// past the grace period. Returns their ids.
+    pub fn prune(&mut self, spec: &WindowSpec, now: DateTime<Utc>) -> Vec<Uuid> {
+        let Some((horizon, observed_before)) = self.prune_bounds(spec, now) else {
             return Vec::new();
         };
-        let horizon = newest.saturating_sub(micros(spec.retention()));
-        let keep = self.by_time.split_off(&(horizon, Uuid::nil()));
-        let dropped = std::mem::replace(&mut self.by_time, keep);
-        dropped
-            .into_keys()
-            .map(|(_, id)| {
-                self.by_id.remove(&id);
-                id
-            })
-            .collect()
+        let expired: Vec<(i64, Uuid)> = self
+            .by_time
+            .range(..(horizon, Uuid::nil()))
+            .filter(|(_, (_, observed))| *observed < observed_before)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &expired {
+            self.by_time.remove(key);
+            self.by_id.remove(&key.1);
+        }
+        expired.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Members currently held, oldest first.
     pub fn members(&self) -> impl Iterator<Item = Member> + '_ {
-        self.by_time
-            .iter()
-            .map(|(&(micros, event_id), &decision)| Member {
+        self.by_time.iter().map(
+            |(&(micros, event_id), &(decision, observed_micros))| Member {
                 event_id,
                 micros,
                 decision,
-            })
+                observed_micros,
+            },
+        )
     }
 
     /// Number of members held.
@@ -226,13 +260,14 @@ impl WindowState for InMemoryWindowState {
             .groups
             .lock()
             .map_err(|_| WindowError::Unavailable("window state lock poisoned".into()))?;
+        let now = Utc::now();
         Ok(observations
             .iter()
             .map(|o| {
                 groups
                     .entry((o.rule_id.clone(), o.group_key.clone()))
                     .or_default()
-                    .observe(o.event_id, o.event_time, &o.spec)
+                    .observe(o.event_id, o.event_time, &o.spec, now)
                     .0
             })
             .collect())
@@ -258,6 +293,12 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
     }
 
+    /// Processing time of the tests' observations: all within the grace
+    /// period, so only event time decides what is kept.
+    fn now() -> DateTime<Utc> {
+        at(0)
+    }
+
     fn id(n: u128) -> Uuid {
         Uuid::from_u128(n + 1)
     }
@@ -265,9 +306,9 @@ mod tests {
     #[test]
     fn fires_on_the_third_event_within_the_window_then_cools_down() {
         let mut w = GroupWindow::default();
-        assert!(!w.observe(id(1), at(0), &SPEC).0.fire);
-        assert!(!w.observe(id(2), at(10), &SPEC).0.fire);
-        let third = w.observe(id(3), at(60), &SPEC).0; // exactly 60 s after the first: inside
+        assert!(!w.observe(id(1), at(0), &SPEC, now()).0.fire);
+        assert!(!w.observe(id(2), at(10), &SPEC, now()).0.fire);
+        let third = w.observe(id(3), at(60), &SPEC, now()).0; // exactly 60 s after the first: inside
         assert_eq!(
             third,
             Decision {
@@ -275,19 +316,19 @@ mod tests {
                 count: 3
             }
         );
-        assert!(!w.observe(id(4), at(70), &SPEC).0.fire, "cooldown");
+        assert!(!w.observe(id(4), at(70), &SPEC, now()).0.fire, "cooldown");
         // Once the window has slid past all of them, three more fire again.
-        assert_eq!(w.observe(id(5), at(131), &SPEC).0.count, 1);
-        assert!(!w.observe(id(6), at(132), &SPEC).0.fire);
-        assert!(w.observe(id(7), at(133), &SPEC).0.fire);
+        assert_eq!(w.observe(id(5), at(131), &SPEC, now()).0.count, 1);
+        assert!(!w.observe(id(6), at(132), &SPEC, now()).0.fire);
+        assert!(w.observe(id(7), at(133), &SPEC, now()).0.fire);
     }
 
     #[test]
     fn events_further_apart_than_the_window_do_not_fire() {
         let mut w = GroupWindow::default();
-        w.observe(id(1), at(0), &SPEC);
-        w.observe(id(2), at(30), &SPEC);
-        let d = w.observe(id(3), at(61), &SPEC).0;
+        w.observe(id(1), at(0), &SPEC, now());
+        w.observe(id(2), at(30), &SPEC, now());
+        let d = w.observe(id(3), at(61), &SPEC, now()).0;
         assert_eq!(
             d,
             Decision {
@@ -300,41 +341,41 @@ mod tests {
     #[test]
     fn a_redelivered_event_gets_its_recorded_decision_and_is_counted_once() {
         let mut w = GroupWindow::default();
-        w.observe(id(1), at(0), &SPEC);
+        w.observe(id(1), at(0), &SPEC, now());
         for _ in 0..5 {
-            let (d, member) = w.observe(id(1), at(0), &SPEC);
+            let (d, member) = w.observe(id(1), at(0), &SPEC, now());
             assert_eq!(d.count, 1);
             assert!(member.is_none());
         }
-        w.observe(id(2), at(1), &SPEC);
-        let (fired, _) = w.observe(id(3), at(2), &SPEC);
+        w.observe(id(2), at(1), &SPEC, now());
+        let (fired, _) = w.observe(id(3), at(2), &SPEC, now());
         assert!(fired.fire);
-        assert_eq!(w.observe(id(3), at(2), &SPEC).0, fired);
+        assert_eq!(w.observe(id(3), at(2), &SPEC, now()).0, fired);
     }
 
     #[test]
     fn late_events_count_in_their_own_window_and_respect_cooldown() {
         let mut w = GroupWindow::default();
-        w.observe(id(1), at(100), &SPEC);
-        w.observe(id(2), at(101), &SPEC);
-        assert!(w.observe(id(3), at(102), &SPEC).0.fire);
+        w.observe(id(1), at(100), &SPEC, now());
+        w.observe(id(2), at(101), &SPEC, now());
+        assert!(w.observe(id(3), at(102), &SPEC, now()).0.fire);
         // A late event at 99: its window [39, 99] holds only itself.
         assert_eq!(
-            w.observe(id(4), at(99), &SPEC).0,
+            w.observe(id(4), at(99), &SPEC, now()).0,
             Decision {
                 fire: false,
                 count: 1
             }
         );
         // A late event at 103 would count 4 but is within cooldown of the fire at 102.
-        assert!(!w.observe(id(5), at(103), &SPEC).0.fire);
+        assert!(!w.observe(id(5), at(103), &SPEC, now()).0.fire);
     }
 
     #[test]
     fn rebuilding_from_members_reproduces_decisions() {
         let mut w = GroupWindow::default();
         for n in 0..5 {
-            w.observe(id(n), at(n as i64), &SPEC);
+            w.observe(id(n), at(n as i64), &SPEC, now());
         }
         let rebuilt = GroupWindow::from_members(w.members().collect::<Vec<_>>());
         for n in 0..5 {
@@ -342,13 +383,40 @@ mod tests {
         }
     }
 
-    /// Reference model: a plain list scanned in full, forgetting what falls
-    /// behind the retention horizon.
+    #[test]
+    fn a_decision_outlives_event_time_pruning_until_its_grace_has_passed() {
+        // One batch holds a fired burst and, far later in event time, another
+        // burst. A crash before the alert is published makes the first burst
+        // come back: it must get its recorded decisions, not new ones.
+        let mut w = GroupWindow::default();
+        let times = [0, 1, 2, 200, 201, 202];
+        let first: Vec<bool> = times
+            .iter()
+            .enumerate()
+            .map(|(n, &t)| w.observe(id(n as u128), at(t), &SPEC, now()).0.fire)
+            .collect();
+        assert_eq!(first, [false, false, true, false, false, true]);
+        let mut rebuilt = GroupWindow::from_members(w.members().collect::<Vec<_>>());
+        let replay: Vec<bool> = times
+            .iter()
+            .enumerate()
+            .map(|(n, &t)| rebuilt.observe(id(n as u128), at(t), &SPEC, now()).0.fire)
+            .collect();
+        assert_eq!(replay, first);
+        // Once the grace period is over, event-time pruning applies.
+        let later = now()
+            + chrono::Duration::from_std(DECISION_GRACE).unwrap()
+            + chrono::Duration::seconds(1);
+        let pruned = rebuilt.prune(&SPEC, later);
+        assert_eq!(pruned.len(), 3, "the first burst is forgotten");
+        assert_eq!(rebuilt.len(), 3);
+    }
+
+    /// Reference model: a plain list scanned in full. Every observation is
+    /// within the decision grace period, so nothing is forgotten.
     fn model(history: &[(u128, i64)], spec: &WindowSpec) -> Vec<Decision> {
         let mut seen: Vec<(u128, i64, Decision)> = Vec::new();
         let mut out = Vec::new();
-        let mut newest = i64::MIN;
-        let retention = spec.retention().as_secs() as i64;
         for &(n, t) in history {
             if let Some(&(_, _, d)) = seen.iter().find(|(m, _, _)| *m == n) {
                 out.push(d);
@@ -366,8 +434,6 @@ mod tests {
                 count,
             };
             seen.push((n, t, d));
-            newest = newest.max(t);
-            seen.retain(|(_, s, _)| *s >= newest - retention);
             out.push(d);
         }
         out
@@ -391,7 +457,7 @@ mod tests {
             let expected = model(&history, &SPEC);
             let mut w = GroupWindow::default();
             for ((n, t), want) in history.iter().zip(expected) {
-                let got = w.observe(id(*n), at(*t), &SPEC).0;
+                let got = w.observe(id(*n), at(*t), &SPEC, now()).0;
                 prop_assert_eq!(got, want);
             }
         }

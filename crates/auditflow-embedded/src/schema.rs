@@ -113,6 +113,9 @@ pub(crate) const WINDOW: &[&str] = &[
         count INTEGER NOT NULL,
         PRIMARY KEY (rule_id, group_key, micros, event_id)
      ) WITHOUT ROWID;",
+    // 2: when each member was first observed (processing time), so recorded
+    // decisions outlive event-time pruning until any redelivery is over.
+    "ALTER TABLE window_members ADD COLUMN observed_micros INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Brings `conn` to the newest version of `migrations`.

@@ -54,10 +54,6 @@ struct WindowInner {
     _lock: Arc<DirLock>,
 }
 
-fn retention_micros(spec: &WindowSpec) -> i64 {
-    i64::try_from(spec.retention().as_micros()).unwrap_or(i64::MAX)
-}
-
 impl SqliteWindowState {
     /// Opens (creating or migrating) `window.sqlite` in `dir`.
     pub(crate) fn open(
@@ -103,7 +99,7 @@ impl WindowInner {
             .run(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT micros, event_id, fire, count FROM window_members
+                        "SELECT micros, event_id, fire, count, observed_micros FROM window_members
                          WHERE rule_id = ?1 AND group_key = ?2",
                     )
                     .ctx("cannot prepare window load")?;
@@ -119,6 +115,7 @@ impl WindowInner {
                                     fire: row.get(2)?,
                                     count: row.get(3)?,
                                 },
+                                observed_micros: row.get(4)?,
                             })
                         })
                         .ctx("cannot load window")?
@@ -149,10 +146,11 @@ impl WindowInner {
         let mut decisions = Vec::with_capacity(observations.len());
         let mut inserts: Vec<(GroupKey, Member)> = Vec::new();
         let mut touched: HashMap<GroupKey, WindowSpec> = HashMap::new();
+        let now = chrono::Utc::now();
         for o in &observations {
             let key = (o.rule_id.clone(), o.group_key.clone());
             let window = cache.entry(key.clone()).or_default();
-            let (decision, member) = window.observe(o.event_id, o.event_time, &o.spec);
+            let (decision, member) = window.observe(o.event_id, o.event_time, &o.spec, now);
             decisions.push(decision);
             if let Some(member) = member {
                 inserts.push((key.clone(), member));
@@ -162,13 +160,11 @@ impl WindowInner {
         if inserts.is_empty() {
             return Ok(decisions);
         }
-        // Rows older than each touched group's horizon were pruned from memory.
-        let horizons: Vec<(GroupKey, i64)> = touched
+        // Rows behind each touched group's horizon, past their decision grace,
+        // were pruned from memory; prune them on disk by the same bounds.
+        let horizons: Vec<(GroupKey, (i64, i64))> = touched
             .iter()
-            .filter_map(|(key, spec)| {
-                let newest = cache.get(key)?.members().last()?.micros;
-                Some((key.clone(), newest.saturating_sub(retention_micros(spec))))
-            })
+            .filter_map(|(key, spec)| Some((key.clone(), cache.get(key)?.prune_bounds(spec, now)?)))
             .collect();
         let touched_keys: Vec<GroupKey> = touched.into_keys().collect();
 
@@ -178,8 +174,8 @@ impl WindowInner {
                 let mut insert = tx
                     .prepare_cached(
                         "INSERT OR REPLACE INTO window_members
-                         (rule_id, group_key, micros, event_id, fire, count)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                         (rule_id, group_key, micros, event_id, fire, count, observed_micros)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     )
                     .ctx("cannot prepare window insert")?;
                 for ((rule, group), m) in &inserts {
@@ -190,19 +186,21 @@ impl WindowInner {
                             m.micros,
                             &m.event_id.as_bytes()[..],
                             m.decision.fire,
-                            m.decision.count
+                            m.decision.count,
+                            m.observed_micros
                         ])
                         .ctx("cannot record window member")?;
                 }
                 let mut prune = tx
                     .prepare_cached(
                         "DELETE FROM window_members
-                         WHERE rule_id = ?1 AND group_key = ?2 AND micros < ?3",
+                         WHERE rule_id = ?1 AND group_key = ?2 AND micros < ?3
+                           AND observed_micros < ?4",
                     )
                     .ctx("cannot prepare window prune")?;
-                for ((rule, group), horizon) in &horizons {
+                for ((rule, group), (horizon, observed_before)) in &horizons {
                     prune
-                        .execute(params![rule, group, horizon])
+                        .execute(params![rule, group, horizon, observed_before])
                         .ctx("cannot prune window")?;
                 }
                 Ok(())

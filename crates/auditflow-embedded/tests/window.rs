@@ -66,26 +66,45 @@ async fn recorded_decisions_survive_reopen() {
 }
 
 #[tokio::test]
-async fn pruned_members_are_deleted_from_disk() {
+async fn pruned_members_are_deleted_from_disk_once_their_grace_is_over() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let e = open_with(dir.path(), fast());
-        let w = e.windows();
-        // Retention is 2*60+60 = 180 s: the first events fall out.
-        let batch: Vec<Observation> = (0..50).map(|n| obs("R", "g", n, n as i64 * 10)).collect();
-        w.observe(&batch).await.unwrap();
-    }
-    let conn =
-        rusqlite::Connection::open(dir.path().join(auditflow_embedded::WINDOW_FILE)).unwrap();
-    let (rows, oldest): (i64, i64) = conn
-        .query_row(
+    let window_file = dir.path().join(auditflow_embedded::WINDOW_FILE);
+    let rows_and_oldest = || -> (i64, i64) {
+        let conn = rusqlite::Connection::open(&window_file).unwrap();
+        conn.query_row(
             "SELECT count(*), min(micros) FROM window_members",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
+        .unwrap()
+    };
+    {
+        let e = open_with(dir.path(), fast());
+        let w = e.windows();
+        // Retention is 2*60+60 = 180 s, but every decision was just made:
+        // all are kept for a possible redelivery.
+        let batch: Vec<Observation> = (0..50).map(|n| obs("R", "g", n, n as i64 * 10)).collect();
+        w.observe(&batch).await.unwrap();
+    }
+    assert_eq!(rows_and_oldest(), (50, at(0).timestamp_micros()));
+    // Pretend they were observed before the grace period.
+    let grace = i64::try_from(auditflow_core::window::DECISION_GRACE.as_micros()).unwrap();
+    rusqlite::Connection::open(&window_file)
+        .unwrap()
+        .execute(
+            "UPDATE window_members SET observed_micros = observed_micros - ?1",
+            [grace + 1_000_000],
+        )
         .unwrap();
-    assert_eq!(rows, 19, "members within 180 s of the newest (490 s)");
-    assert_eq!(oldest, at(310).timestamp_micros());
+    {
+        let e = open_with(dir.path(), fast());
+        e.windows()
+            .observe(&[obs("R", "g", 50, 500)])
+            .await
+            .unwrap();
+    }
+    // Kept: members within 180 s of the newest (500 s), i.e. 320..=500.
+    assert_eq!(rows_and_oldest(), (19, at(320).timestamp_micros()));
 }
 
 fn run_case(
