@@ -130,9 +130,24 @@ struct Running {
     embedded: Embedded,
 }
 
+/// Opens the data directory, waiting (bounded) for the lock of a crashed
+/// run's last tasks to be released, as a restarted process would find it.
+fn open(dir: &Path) -> Embedded {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Embedded::open(dir, EmbeddedOptions::default()) {
+            Ok(embedded) => return embedded,
+            Err(auditflow_embedded::EmbeddedError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("open embedded: {e}"),
+        }
+    }
+}
+
 fn start(dir: &Path) -> Running {
     let config = Arc::new(config(dir));
-    let embedded = Embedded::open(dir, EmbeddedOptions::default()).expect("open embedded");
+    let embedded = open(dir);
     let (ctx, policies) = build_context(
         Arc::clone(&config),
         embedded.broker(),

@@ -12,11 +12,19 @@
 //! A crash at any point leaves the events unacked; their redelivery repeats
 //! steps 2-5 with the same outcome. Failpoints mark each boundary so tests can
 //! crash there on purpose.
+//!
+//! Two batches are in flight at once: while batch N goes through the rules,
+//! the alert publish and its ack, batch N+1 is already being stored (the
+//! store and the window state have writers of their own, so this keeps both
+//! busy). Steps 3-5 still run strictly in batch order, so threshold windows
+//! see events in queue order.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::FutureExt;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use auditflow_core::broker::{
@@ -53,47 +61,91 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
     };
     ctx.health.up("analyze");
     tracing::info!(queue, rules = rules.rules().len(), "analyze started");
+    let mut in_flight: Option<Stored> = None;
     loop {
-        let batch = tokio::select! {
-            biased;
-            _ = ctx.shutdown.cancelled() => break,
-            batch = sub.next_batch(ctx.config.analyze.batch_size) => batch,
-        };
-        match batch {
-            Ok(batch) => match handle_batch(&ctx, &rules, sub.as_mut(), batch).await {
-                Ok(()) => {}
-                Err(Stopped::Shutdown) => break,
-                Err(Stopped::Permanent(e)) => {
-                    ctx.health
-                        .set("analyze", crate::health::Status::Down, Some(e.to_string()));
-                    return Err(e.context("analyze stopped"));
-                }
+        // Block for the next batch only when nothing is in flight; otherwise
+        // take what is ready now and go on finishing the batch in hand.
+        let batch = match &in_flight {
+            None => tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => break,
+                batch = sub.next_batch(ctx.config.analyze.batch_size) => Some(batch),
             },
-            Err(e) => {
+            // `next_batch` is cancel-safe: dropping it when nothing is ready loses nothing.
+            Some(_) => sub.next_batch(ctx.config.analyze.batch_size).now_or_never(),
+        };
+        let next = match batch {
+            None => None,
+            Some(Ok(batch)) => match prepare(&ctx, sub.as_mut(), batch).await {
+                Ok(prepared) => prepared.map(|p| p.store(&ctx)),
+                Err(stopped) => return stop(&ctx, stopped),
+            },
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "cannot receive events; retrying");
-                ctx.health.set(
-                    "broker",
-                    crate::health::Status::Degraded,
-                    Some(e.to_string()),
-                );
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                ctx.health
+                    .set("broker", crate::health::Status::Degraded, Some(e.to_string()));
+                if in_flight.is_none() {
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                    }
                 }
+                None
             }
+        };
+        if let Some(previous) = in_flight.take() {
+            if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), previous).await {
+                return stop(&ctx, stopped);
+            }
+        }
+        in_flight = next;
+    }
+    // Shutdown: finish the batch in hand, so what was stored is also acked.
+    if let Some(previous) = in_flight.take() {
+        if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), previous).await {
+            return stop(&ctx, stopped);
         }
     }
     tracing::info!("analyze stopped");
     Ok(())
 }
 
-/// Handles one batch; returns only when every delivery is acked or dead-lettered.
-async fn handle_batch(
+fn stop(ctx: &Context, stopped: Stopped<anyhow::Error>) -> anyhow::Result<()> {
+    match stopped {
+        Stopped::Shutdown => {
+            tracing::info!("analyze stopped with work in flight; it stays unacked");
+            Ok(())
+        }
+        Stopped::Permanent(e) => {
+            ctx.health
+                .set("analyze", crate::health::Status::Down, Some(e.to_string()));
+            Err(e.context("analyze stopped"))
+        }
+    }
+}
+
+/// A parsed batch: the valid events with their delivery tags and headers.
+struct Prepared {
+    events: Arc<Vec<Event>>,
+    tags: Vec<u64>,
+    headers: Vec<Headers>,
+    started: Instant,
+}
+
+/// A batch whose events are being stored. Dropping it (the role stopping
+/// or crashing) aborts the insert: its events are unacked and come back.
+struct Stored {
+    prepared: Prepared,
+    insert: AbortOnDropHandle<Result<(), Stopped<anyhow::Error>>>,
+}
+
+/// Parses a batch; invalid events are dead-lettered with their reason.
+/// `None` when nothing valid is left.
+async fn prepare(
     ctx: &Context,
-    rules: &RuleSet,
     sub: &mut dyn Subscription,
     batch: Vec<Delivery>,
-) -> Result<(), Stopped<anyhow::Error>> {
+) -> Result<Option<Prepared>, Stopped<anyhow::Error>> {
     let started = Instant::now();
     let mut events = Vec::with_capacity(batch.len());
     let mut tags = Vec::with_capacity(batch.len());
@@ -124,19 +176,57 @@ async fn handle_batch(
             }
         }
     }
-    if events.is_empty() {
-        return Ok(());
-    }
+    Ok((!events.is_empty()).then(|| Prepared {
+        events: Arc::new(events),
+        tags,
+        headers,
+        started,
+    }))
+}
 
-    fail::fail_point!("analyze::before_store");
-    persist(
-        ctx,
-        "store",
-        |e: &auditflow_core::store::StoreError| e.is_transient(),
-        || ctx.store.insert_events(&events),
-    )
-    .await
-    .map_err(|s| s.map_permanent("storing events"))?;
+impl Prepared {
+    /// Starts storing the events in the background.
+    fn store(self, ctx: &Context) -> Stored {
+        let (ctx, events) = (ctx.clone(), Arc::clone(&self.events));
+        let insert = AbortOnDropHandle::new(tokio::spawn(async move {
+            fail::fail_point!("analyze::before_store");
+            persist(
+                &ctx,
+                "store",
+                |e: &auditflow_core::store::StoreError| e.is_transient(),
+                || ctx.store.insert_events(&events),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|s| s.map_permanent("storing events"))
+        }));
+        Stored {
+            prepared: self,
+            insert,
+        }
+    }
+}
+
+/// Waits for the batch to be stored, then runs the rules, publishes the
+/// alerts and acks; returns only when every delivery is acked.
+async fn finish(
+    ctx: &Context,
+    rules: &RuleSet,
+    sub: &mut dyn Subscription,
+    stored: Stored,
+) -> Result<(), Stopped<anyhow::Error>> {
+    match stored.insert.await {
+        Ok(result) => result?,
+        // A crash of the storing task is a crash of the role.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(Stopped::Permanent(anyhow::anyhow!("storing events: {e}"))),
+    }
+    let Prepared {
+        events,
+        tags,
+        headers,
+        started,
+    } = stored.prepared;
     fail::fail_point!("analyze::after_store");
 
     let alert_ctx = AlertContext {
