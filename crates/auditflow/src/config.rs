@@ -72,6 +72,9 @@ pub struct HttpConfig {
     /// On SIGTERM/SIGINT: how long in-flight work may take to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Per-client limit on `POST /v1/events` requests (GCRA), keyed by
+    /// bearer token, else by client address. Disabled by default.
+    pub rate_limit: resilience::RateLimitConfig,
 }
 
 impl Default for HttpConfig {
@@ -84,6 +87,7 @@ impl Default for HttpConfig {
             max_events_per_request: 10_000,
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
+            rate_limit: resilience::RateLimitConfig::default(),
         }
     }
 }

@@ -27,4 +27,6 @@ pub struct Context {
     pub health: Arc<Health>,
     /// Cancelled when the process starts shutting down.
     pub shutdown: CancellationToken,
+    /// Per-client ingest rate limiter, when `[http.rate_limit]` is enabled.
+    pub ingest_limiter: Option<Arc<resilience::KeyedRateLimiter<String>>>,
 }

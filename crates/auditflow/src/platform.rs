@@ -80,6 +80,7 @@ pub fn build_context(
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("no policy for {name}"))
     };
+    let ctx_config = Arc::clone(&config);
     let ctx = Context {
         broker: Arc::new(ResilientBroker::new(broker, policy("broker")?)),
         store: Arc::new(ResilientStore::new(store, policy("store")?)),
@@ -88,8 +89,19 @@ pub fn build_context(
         metrics,
         health: Arc::new(Health::default()),
         shutdown,
+        ingest_limiter: config_limiter(&ctx_config),
     };
     Ok((ctx, policies))
+}
+
+fn config_limiter(config: &Config) -> Option<Arc<resilience::KeyedRateLimiter<String>>> {
+    let limit = &config.http.rate_limit;
+    limit.enabled.then(|| {
+        Arc::new(resilience::KeyedRateLimiter::new(
+            limit,
+            Arc::new(resilience::SystemClock),
+        ))
+    })
 }
 
 /// Runs `plan` until a shutdown signal (or a role fails), then drains.
@@ -168,9 +180,12 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
     let server_stop = shutdown.clone();
     tracker.spawn(
         async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { server_stop.cancelled().await })
-                .await;
+            let served = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "HTTP server failed");
             }

@@ -30,7 +30,11 @@ pub struct Surface {
 pub fn router(ctx: Context, surface: Surface) -> Router {
     let mut api = Router::new();
     if surface.ingest {
-        api = api.route("/v1/events", post(ingest::post_events));
+        api = api.route(
+            "/v1/events",
+            post(ingest::post_events)
+                .layer(middleware::from_fn_with_state(ctx.clone(), rate_limit)),
+        );
     }
     let mut api = api.with_state(ctx.clone());
     if surface.read_api {
@@ -86,6 +90,39 @@ async fn require_token(State(ctx): State<Context>, request: Request, next: Next)
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+/// Per-client GCRA limit on ingest: keyed by bearer token, else by the
+/// client's address. Answers 429 with the time until the next request fits.
+async fn rate_limit(State(ctx): State<Context>, request: Request, next: Next) -> Response {
+    if let Some(limiter) = &ctx.ingest_limiter {
+        let token = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let key = match token {
+            Some(token) => format!("token:{token}"),
+            None => request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| format!("addr:{}", info.0.ip()))
+                .unwrap_or_else(|| "addr:unknown".into()),
+        };
+        if let Err(wait) = limiter.check(&key) {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"error": format!("rate limit exceeded; retry in {wait:?}")})),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
             return response;
         }
     }

@@ -112,8 +112,10 @@ fn workload() -> Vec<serde_json::Value> {
 }
 
 fn config(dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = dir.to_path_buf();
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
     config.analyze.batch_size = 8; // many batches, so crashes land mid-stream
     config.notify.batch_size = 4;
     config.notify.channels = vec![ChannelConfig::File {

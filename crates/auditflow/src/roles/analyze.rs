@@ -82,8 +82,11 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
             },
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "cannot receive events; retrying");
-                ctx.health
-                    .set("broker", crate::health::Status::Degraded, Some(e.to_string()));
+                ctx.health.set(
+                    "broker",
+                    crate::health::Status::Degraded,
+                    Some(e.to_string()),
+                );
                 if in_flight.is_none() {
                     tokio::select! {
                         _ = ctx.shutdown.cancelled() => break,
