@@ -252,8 +252,22 @@ async fn rules(command: RulesCommand) -> anyhow::Result<ExitCode> {
             };
             let report =
                 auditflow_rules::test_events(&ruleset, std::io::BufReader::new(file), &ctx).await;
-            for alert in &report.alerts {
-                println!("{}", serde_json::to_string(alert)?);
+            {
+                use std::io::Write as _;
+                let mut out = std::io::stdout().lock();
+                for alert in &report.alerts {
+                    let written = serde_json::to_writer(&mut out, alert)
+                        .map_err(std::io::Error::from)
+                        .and_then(|()| out.write_all(b"\n"));
+                    match written {
+                        Ok(()) => {}
+                        // The reader (e.g. `head`) has had enough.
+                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                            return Ok(ExitCode::SUCCESS)
+                        }
+                        Err(e) => return Err(anyhow::Error::new(e).context("writing alerts")),
+                    }
+                }
             }
             for error in &report.errors {
                 eprintln!("{}: {error}", events.display());

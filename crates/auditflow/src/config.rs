@@ -240,7 +240,7 @@ pub enum LogFormat {
 pub enum ConfigError {
     /// The file or a variable holds a wrong value; the message names the key.
     #[error("configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    Invalid(String),
     /// The combination of values is unsafe or inconsistent.
     #[error("configuration: {key}: {reason}")]
     Inconsistent {
@@ -267,7 +267,7 @@ impl Config {
             )
             .merge(Serialized::defaults(overrides))
             .extract()
-            .map_err(Box::new)?;
+            .map_err(|e: figment::Error| ConfigError::Invalid(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
