@@ -15,18 +15,18 @@ done
 if ((${#missing[@]})); then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
-command -v cargo-nextest >/dev/null 2>&1 || cargo install --locked cargo-nextest
+command -v cargo-nextest >/dev/null 2>&1 || cargo install cargo-nextest
 
 log "local servers"
 scripts/services.sh ensure
 
 log "format and lints"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 log "tests"
-cargo nextest run --workspace --locked --no-fail-fast "$@"
+cargo nextest run --workspace --no-fail-fast "$@"
 # Crash-at-every-step tests need the failpoints compiled in.
-cargo nextest run -p auditflow --features failpoints --locked --test crash_points
+cargo nextest run -p auditflow --features failpoints --test crash_points
 # Doctests are not run by nextest.
-cargo test --workspace --locked --doc
+cargo test --workspace --doc
