@@ -1,0 +1,143 @@
+//! [`RabbitConfig`]: how to reach RabbitMQ and which topology to use.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which queue layout [`crate::RabbitBroker`] declares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Topology {
+    /// Durable quorum queues with a server-side delivery limit, a dead-letter
+    /// exchange `<queue>.dlx` routing to the quorum queue `<queue>.dlq`
+    /// (at-least-once dead-lettering) and an optional length bound.
+    #[default]
+    Quorum,
+    /// Durable classic queues declared with no arguments, exactly as the
+    /// earlier Python services declare them, so both can share a queue. The
+    /// delivery limit is enforced client-side and dead letters are published
+    /// explicitly to the classic queue `<queue>.dlq`. `max_queue_length` is
+    /// not applied (it would need queue arguments).
+    Compat,
+}
+
+/// Reconnection backoff: `initial * 2^attempt`, capped at `max`, each delay
+/// shortened by a random fraction of up to `jitter`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// First delay after a failed attempt.
+    #[serde(with = "humantime_serde")]
+    pub initial: Duration,
+    /// Largest delay.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+    /// Fraction (0 to 1) of each delay that is randomised away, so that many
+    /// processes do not reconnect in lockstep.
+    pub jitter: f64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl ReconnectConfig {
+    /// The delay before attempt number `attempt + 1` (`attempt` starts at 0).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX))
+            .min(self.max);
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        base.mul_f64(1.0 - jitter * fastrand::f64())
+    }
+}
+
+/// Configuration of [`crate::RabbitBroker`]. Every field has a default, so
+/// `RabbitConfig::default()` talks to a local RabbitMQ as guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RabbitConfig {
+    /// AMQP URL, vhost percent-encoded (`%2f` is `/`).
+    pub url: String,
+    /// Queue layout; see [`Topology`].
+    pub topology: Topology,
+    /// Deliveries allowed per message; the next one dead-letters it with the
+    /// reason `delivery limit exceeded`.
+    pub delivery_limit: u32,
+    /// How long `publish` may take, reconnections included, before it gives
+    /// up with `Unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// Largest number of messages of one `publish` call in flight before
+    /// their confirms are awaited: a call publishes up to this many
+    /// messages back to back, then awaits all their confirms, then goes on.
+    pub confirm_batch: usize,
+    /// Reconnection backoff.
+    pub reconnect: ReconnectConfig,
+    /// Prefetch used when a caller asks for 0; callers normally pass their own.
+    pub prefetch: u16,
+    /// Optional bound on a queue's ready messages (quorum topology): the
+    /// broker then refuses (nacks) publishes and `publish` returns `Full`.
+    pub max_queue_length: Option<u64>,
+    /// Most dead letters examined by `dead_letters` and `redrive` (both
+    /// scan the dead-letter queue with `basic.get`).
+    pub dead_letter_scan_limit: usize,
+    /// Connection name shown by `rabbitmqctl list_connections client_properties`.
+    pub connection_name: String,
+}
+
+impl Default for RabbitConfig {
+    fn default() -> Self {
+        RabbitConfig {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+            topology: Topology::Quorum,
+            delivery_limit: 5,
+            publish_timeout: Duration::from_secs(5),
+            confirm_batch: 1000,
+            reconnect: ReconnectConfig::default(),
+            prefetch: 100,
+            max_queue_length: None,
+            dead_letter_scan_limit: 1000,
+            connection_name: "auditflow".to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let r = ReconnectConfig::default();
+        assert!(r.delay(0) <= Duration::from_millis(100));
+        assert!(r.delay(0) >= Duration::from_millis(80));
+        assert!(r.delay(3) <= Duration::from_millis(800));
+        assert!(r.delay(50) <= Duration::from_secs(10));
+        assert!(r.delay(50) >= Duration::from_secs(8));
+    }
+
+    #[test]
+    fn defaults_and_humantime() {
+        let c: RabbitConfig = serde_json::from_str(
+            r#"{"topology":"compat","publish_timeout":"2s","reconnect":{"max":"3s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.topology, Topology::Compat);
+        assert_eq!(c.publish_timeout, Duration::from_secs(2));
+        assert_eq!(c.reconnect.max, Duration::from_secs(3));
+        assert_eq!(c.reconnect.initial, Duration::from_millis(100));
+        assert_eq!(c.delivery_limit, 5);
+        assert_eq!(
+            RabbitConfig::default().url,
+            "amqp://guest:guest@127.0.0.1:5672/%2f"
+        );
+    }
+}
