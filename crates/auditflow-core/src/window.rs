@@ -247,6 +247,22 @@ pub trait WindowState: Send + Sync + 'static {
     async fn check(&self) -> Result<(), WindowError>;
 }
 
+/// The durable record a window state backend without durability of its own
+/// (Redis without persistence) rebuilds a group from after losing it: the
+/// stored events that matched the rule, and which of them raised an alert.
+#[async_trait]
+pub trait WindowSource: Send + Sync + 'static {
+    /// Members of `(rule_id, group_key)` with event time at or after `since`,
+    /// oldest first; `decision.fire` is true for events that raised an alert
+    /// of this rule (`decision.count` may be 0: it is informational).
+    async fn members(
+        &self,
+        rule_id: &str,
+        group_key: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Member>, WindowError>;
+}
+
 /// Volatile window state, for offline rule tests and unit tests.
 #[derive(Debug, Default)]
 pub struct InMemoryWindowState {
