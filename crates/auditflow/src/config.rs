@@ -111,7 +111,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             events_queue: auditflow_core::broker::EVENTS_QUEUE.into(),
             alerts_queue: auditflow_core::broker::ALERTS_QUEUE.into(),
-            max_queue_depth: 100_000,
+            max_queue_depth: 50_000,
             delivery_limit: 5,
         }
     }

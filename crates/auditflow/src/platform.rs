@@ -116,6 +116,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
             // A small page cache per connection keeps the resident set small
             // (there are a dozen connections); the OS page cache does the rest.
             cache_size_mib: 8,
+            read_pool_size: 2,
             ..EmbeddedOptions::default()
         },
     )
