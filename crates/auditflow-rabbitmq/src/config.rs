@@ -91,6 +91,13 @@ pub struct RabbitConfig {
     pub dead_letter_scan_limit: usize,
     /// Connection name shown by `rabbitmqctl list_connections client_properties`.
     pub connection_name: String,
+    /// Queues declared with `x-single-active-consumer` (quorum topology):
+    /// however many replicas subscribe, one consumes at a time and another
+    /// takes over when it goes, so the queue is processed in order. AuditFlow
+    /// sets it on the events queue, whose threshold windows need queue order.
+    /// Changing it for an existing queue requires deleting the queue first
+    /// (RabbitMQ refuses to redeclare a queue with other arguments).
+    pub single_active_consumer: Vec<String>,
 }
 
 impl Default for RabbitConfig {
@@ -106,6 +113,7 @@ impl Default for RabbitConfig {
             max_queue_length: None,
             dead_letter_scan_limit: 1000,
             connection_name: "auditflow".to_string(),
+            single_active_consumer: Vec::new(),
         }
     }
 }

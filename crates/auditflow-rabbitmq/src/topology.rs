@@ -65,6 +65,9 @@ pub(crate) fn queue_arguments(config: &RabbitConfig, queue: &str) -> FieldTable 
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         args.insert("x-max-length".into(), AMQPValue::LongLongInt(max));
     }
+    if config.single_active_consumer.iter().any(|q| q == queue) {
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    }
     args
 }
 

@@ -628,3 +628,56 @@ async fn unavailable_while_server_unreachable_and_closed_after_close() {
     })
     .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_active_consumer_keeps_queue_order_across_replicas_and_fails_over() {
+    let v = Vhost::new();
+    let mut config = v.config(Topology::Quorum);
+    config.single_active_consumer = vec!["ordered".into()];
+    let b = RabbitBroker::connect(config, Duration::from_secs(10))
+        .await
+        .expect("connects");
+    let mut first = b.subscribe("ordered", 50).await.unwrap();
+    let mut second = b.subscribe("ordered", 50).await.unwrap();
+    let all: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+    publish(
+        &b,
+        "ordered",
+        &all.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    // Exactly one of them is active (whichever RabbitMQ registered first).
+    let mut got = Vec::new();
+    let (active, mut standby) =
+        match tokio::time::timeout(Duration::from_secs(3), first.next_batch(20)).await {
+            Ok(Ok(batch)) if !batch.is_empty() => {
+                got = batch;
+                (first, second)
+            }
+            _ => (second, first),
+        };
+    let mut active = active;
+    got.extend(take(&mut active, 20 - got.len(), 10).await);
+    assert_eq!(
+        ids(&got),
+        all,
+        "the active consumer gets everything, in order"
+    );
+    assert!(
+        quiet(&mut standby, 300).await,
+        "the standby receives nothing"
+    );
+    // The active one goes away without acking: the standby takes over, in order.
+    drop(active);
+    let again = take(&mut standby, 20, 10).await;
+    assert_eq!(
+        ids(&again),
+        all,
+        "the standby takes over from the head of the queue"
+    );
+    assert!(again.iter().all(|d| d.redelivered));
+    standby
+        .ack(&again.iter().map(|d| d.tag).collect::<Vec<_>>())
+        .await
+        .unwrap();
+}
