@@ -638,7 +638,7 @@ async fn single_active_consumer_keeps_queue_order_across_replicas_and_fails_over
         .await
         .expect("connects");
     let mut first = b.subscribe("ordered", 50).await.unwrap();
-    let mut second = b.subscribe("ordered", 50).await.unwrap();
+    let second = b.subscribe("ordered", 50).await.unwrap();
     let all: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
     publish(
         &b,
