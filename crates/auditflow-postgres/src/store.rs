@@ -1,0 +1,572 @@
+//! [`PgStore`]: events, alerts and deliveries in PostgreSQL.
+//!
+//! Each write is ONE statement: rows go in as arrays
+//! (`INSERT ... SELECT * FROM unnest($1::uuid[], ...) ON CONFLICT DO
+//! NOTHING`), sorted by id so that concurrent batches with overlapping ids
+//! lock in the same order instead of deadlocking, and the same statement
+//! adds the number of new rows to a counter shard (a data-modifying CTE), so
+//! [`Store::counts`] is exact and reads 32 rows whatever the table sizes.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use auditflow_core::alert::Alert;
+use auditflow_core::event::Event;
+use auditflow_core::store::{
+    AlertQuery, Cursor, DeliveryRecord, DeliveryStatus, EventQuery, Page, Store, StoreCounts,
+    StoreError, StoredAlert, StoredEvent,
+};
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::config::PgConfig;
+use crate::error::PgError;
+use crate::pool::PgPool;
+use crate::query::{self, Listing, ALERT_COLUMNS, EVENT_COLUMNS};
+
+/// Counter shards per total (see the `counters` table).
+const COUNTER_SHARDS: usize = 16;
+
+/// The PostgreSQL store. Cheap to clone.
+///
+/// - Events: indexed columns for the read API's filters (`ts`, `event_type`,
+///   `user_id`, `server_hostname`, `severity`, each leading an index that
+///   ends in `(ts, event_id)`), the whole event as `event_json` (JSONB: key
+///   order inside objects is not preserved, values are), and `stored_at`.
+///   Text search is `ILIKE '%text%'` (escaped) over `user_id`,
+///   `server_hostname`, `event_type`, the effective resource and the JSON
+///   text of `details`, unindexed: it filters while scanning newest first.
+/// - Alerts: the legacy notification service's columns, plus `alert_json`
+///   (the alert as received, unknown fields included). `client_ip` is an
+///   INET: `N/A`, and anything that is not an IP address, is stored as NULL
+///   (the value as sent stays in `triggered_by_details` and `alert_json`).
+///   Rows written by the legacy service (`alert_json` NULL) are read back by
+///   rebuilding the alert from the legacy columns.
+/// - Counts: exact, from 16 counter shards per total updated by the
+///   inserting statements. Measured at 1 000 000 events (2-core machine,
+///   PostgreSQL 15): `counts()` 0.5-1.5 ms against 70-120 ms for
+///   `SELECT count(*)` (index-only scan after VACUUM, and growing linearly).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    next_shard: Arc<AtomicUsize>,
+}
+
+const INSERT_EVENTS: &str = "WITH new AS (
+    INSERT INTO events (event_id, ts, event_type, user_id, server_hostname, severity,
+                        source_service, action_result, resource, event_json, stored_at)
+    SELECT i, t, et, u, h, s, ss, ar, r, j::jsonb, now()
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::text[])
+         AS x(i, t, et, u, h, s, ss, ar, r, j)
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING 1
+), bump AS (
+    UPDATE counters SET value = value + (SELECT count(*) FROM new)
+    WHERE name = 'events' AND shard = $11 AND EXISTS (SELECT 1 FROM new)
+)
+SELECT count(*) FROM new";
+
+const INSERT_ALERTS: &str = "WITH new AS (
+    INSERT INTO alerts (alert_id, correlation_id, timestamp, received_at, alert_name, alert_type,
+                        severity, description, source_service_name, rule_id, rule_name,
+                        actor_type, actor_id, client_ip, resource_type, resource_id,
+                        server_hostname, action_observed, analysis_rule_details,
+                        triggered_by_details, impacted_resource_details, metadata,
+                        raw_event_data, alert_json)
+    SELECT a, c, t, now(), an, aty, sev, d, ssn, ri, rn, act, aci, ip, rt, rid, h, ao,
+           ard::jsonb, tbd::jsonb, ird::jsonb, md::jsonb, red::jsonb, j::jsonb
+    FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                $13::inet[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[],
+                $19::text[], $20::text[], $21::text[], $22::text[], $23::text[])
+         AS x(a, c, t, an, aty, sev, d, ssn, ri, rn, act, aci, ip, rt, rid, h, ao,
+              ard, tbd, ird, md, red, j)
+    ON CONFLICT (alert_id) DO NOTHING
+    RETURNING alert_id
+), bump AS (
+    UPDATE counters SET value = value + (SELECT count(*) FROM new)
+    WHERE name = 'alerts' AND shard = $24 AND EXISTS (SELECT 1 FROM new)
+)
+SELECT alert_id FROM new";
+
+const UPSERT_DELIVERY: &str =
+    "INSERT INTO deliveries (alert_id, channel, status, attempts, last_error, recorded_at)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     ON CONFLICT (alert_id, channel) DO UPDATE SET
+       status = excluded.status, attempts = excluded.attempts,
+       last_error = excluded.last_error, recorded_at = excluded.recorded_at";
+
+fn encode<T: serde::Serialize>(what: &str, id: Uuid, value: &T) -> Result<String, PgError> {
+    serde_json::to_string(value)
+        .map_err(|e| PgError::Data(format!("{what} {id} cannot be encoded: {e}")))
+}
+
+/// Events as column arrays.
+#[derive(Default)]
+struct EventColumns {
+    ids: Vec<Uuid>,
+    ts: Vec<DateTime<Utc>>,
+    event_type: Vec<String>,
+    user_id: Vec<String>,
+    host: Vec<String>,
+    severity: Vec<&'static str>,
+    source_service: Vec<String>,
+    action_result: Vec<String>,
+    resource: Vec<Option<String>>,
+    json: Vec<String>,
+}
+
+impl EventColumns {
+    fn new(events: &[Event]) -> Result<EventColumns, PgError> {
+        let mut sorted: Vec<&Event> = events.iter().collect();
+        sorted.sort_by_key(|e| e.event_id);
+        let mut c = EventColumns::default();
+        for e in sorted {
+            c.json.push(encode("event", e.event_id, e)?);
+            c.ids.push(e.event_id);
+            c.ts.push(e.timestamp);
+            c.event_type.push(e.event_type.clone());
+            c.user_id.push(e.user_id.clone());
+            c.host.push(e.server_hostname.clone());
+            c.severity.push(e.severity.as_str());
+            c.source_service.push(e.source_service.clone());
+            c.action_result.push(e.action_result.clone());
+            c.resource.push(e.effective_resource().map(str::to_string));
+        }
+        Ok(c)
+    }
+}
+
+/// Alerts as column arrays: the legacy columns plus the full JSON.
+#[derive(Default)]
+struct AlertColumns {
+    ids: Vec<Uuid>,
+    correlation: Vec<Uuid>,
+    ts: Vec<DateTime<Utc>>,
+    text: [Vec<String>; 13],
+    client_ip: Vec<Option<IpAddr>>,
+    json: [Vec<String>; 6],
+}
+
+impl AlertColumns {
+    fn new(alerts: &[Alert]) -> Result<AlertColumns, PgError> {
+        let mut sorted: Vec<&Alert> = alerts.iter().collect();
+        sorted.sort_by_key(|a| a.alert_id);
+        let mut c = AlertColumns::default();
+        for a in sorted {
+            let id = a.alert_id;
+            let json = [
+                encode("alert", id, &a.analysis_rule)?,
+                encode("alert", id, &a.triggered_by)?,
+                encode("alert", id, &a.impacted_resource)?,
+                encode("alert", id, &a.metadata)?,
+                encode("alert", id, &a.raw_event_data)?,
+                encode("alert", id, a)?,
+            ];
+            for (column, value) in c.json.iter_mut().zip(json) {
+                column.push(value);
+            }
+            let text = [
+                &a.alert_name,
+                &a.alert_type,
+                a.severity.as_str(),
+                &a.description,
+                &a.source_service_name,
+                &a.analysis_rule.rule_id,
+                &a.analysis_rule.rule_name,
+                &a.triggered_by.actor_type,
+                &a.triggered_by.actor_id,
+                // client_ip goes between actor_id and resource_type.
+                &a.impacted_resource.resource_type,
+                &a.impacted_resource.resource_id,
+                &a.impacted_resource.server_hostname,
+                &a.action_observed,
+            ];
+            for (column, value) in c.text.iter_mut().zip(text) {
+                column.push(value.to_string());
+            }
+            c.ids.push(id);
+            c.correlation.push(a.correlation_id);
+            c.ts.push(a.timestamp);
+            // `N/A` (and anything that is not an address, which the legacy
+            // INET column could not hold) is stored as NULL; the value as
+            // sent stays in triggered_by_details and alert_json.
+            c.client_ip
+                .push(a.client_ip().and_then(|ip| ip.trim().parse().ok()));
+        }
+        Ok(c)
+    }
+}
+
+fn stored_event(row: &Row) -> Result<StoredEvent, PgError> {
+    let body: &str = row.try_get(0).map_err(PgError::db("cannot read event"))?;
+    let stored_at = row.try_get(1).map_err(PgError::db("cannot read event"))?;
+    let event = serde_json::from_str::<Event>(body)
+        .map_err(|e| PgError::Data(format!("stored event is not valid: {e}")))?;
+    Ok(StoredEvent { event, stored_at })
+}
+
+fn stored_alert(row: &Row) -> Result<StoredAlert, PgError> {
+    let body: &str = row.try_get(0).map_err(PgError::db("cannot read alert"))?;
+    let received_at = row.try_get(1).map_err(PgError::db("cannot read alert"))?;
+    let alert = Alert::from_slice(body.as_bytes())
+        .map_err(|e| PgError::Data(format!("stored alert is not valid: {e}")))?;
+    Ok(StoredAlert { alert, received_at })
+}
+
+fn paginate<T>(mut items: Vec<T>, page: u32, key: impl Fn(&T) -> Cursor) -> Page<T> {
+    let more = items.len() > page as usize;
+    items.truncate(page as usize);
+    let next_cursor = if more { items.last().map(key) } else { None };
+    Page { items, next_cursor }
+}
+
+impl PgStore {
+    /// Builds the pool and, when `config.migrate_on_start`, applies pending
+    /// migrations (which also proves the database is reachable). Without
+    /// migrations no connection is opened until the first call.
+    pub async fn connect(config: PgConfig) -> Result<PgStore, PgError> {
+        let store = PgStore::from_pool(PgPool::new(&config)?);
+        if config.migrate_on_start {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// A store on an existing pool (e.g. one shared with [`crate::PgWindowState`]).
+    pub fn from_pool(pool: PgPool) -> PgStore {
+        PgStore {
+            pool,
+            next_shard: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations (`auditflow migrate`). Returns the versions
+    /// applied now; re-running is a no-op.
+    pub async fn migrate(&self) -> Result<Vec<i64>, PgError> {
+        self.pool.migrate().await
+    }
+
+    fn shard(&self) -> i16 {
+        (self.next_shard.fetch_add(1, Ordering::Relaxed) % COUNTER_SHARDS) as i16
+    }
+
+    async fn list<T>(
+        &self,
+        what: &'static str,
+        listing: Listing,
+        map: fn(&Row) -> Result<T, PgError>,
+    ) -> Result<(Vec<T>, u32), PgError> {
+        self.pool
+            .run(what, |client| async move {
+                let stmt = client
+                    .prepare_cached(&listing.sql)
+                    .await
+                    .map_err(PgError::db("cannot prepare listing"))?;
+                let rows = client
+                    .query(&stmt, &listing.param_refs())
+                    .await
+                    .map_err(PgError::db("listing failed"))?;
+                let items = rows.iter().map(map).collect::<Result<Vec<_>, _>>()?;
+                Ok((items, listing.page))
+            })
+            .await
+    }
+
+    async fn insert_events_inner(&self, events: &[Event]) -> Result<u64, PgError> {
+        let c = EventColumns::new(events)?;
+        let shard = self.shard();
+        self.pool
+            .run("insert_events", |client| async move {
+                let stmt = client
+                    .prepare_cached(INSERT_EVENTS)
+                    .await
+                    .map_err(PgError::db("cannot prepare event insert"))?;
+                let row = client
+                    .query_one(
+                        &stmt,
+                        &[
+                            &c.ids,
+                            &c.ts,
+                            &c.event_type,
+                            &c.user_id,
+                            &c.host,
+                            &c.severity,
+                            &c.source_service,
+                            &c.action_result,
+                            &c.resource,
+                            &c.json,
+                            &shard,
+                        ],
+                    )
+                    .await
+                    .map_err(PgError::db("cannot insert events"))?;
+                let new: i64 = row.get(0);
+                Ok(u64::try_from(new).unwrap_or(0))
+            })
+            .await
+    }
+
+    async fn insert_alerts_inner(&self, alerts: &[Alert]) -> Result<Vec<Uuid>, PgError> {
+        let c = AlertColumns::new(alerts)?;
+        let shard = self.shard();
+        let new: HashSet<Uuid> = self
+            .pool
+            .run("insert_alerts", |client| async move {
+                let stmt = client
+                    .prepare_cached(INSERT_ALERTS)
+                    .await
+                    .map_err(PgError::db("cannot prepare alert insert"))?;
+                let [name, kind, severity, description, service, rule_id, rule_name, actor_type, actor_id, resource_type, resource_id, host, action] =
+                    &c.text;
+                let [rule, triggered_by, resource, metadata, raw, whole] = &c.json;
+                let rows = client
+                    .query(
+                        &stmt,
+                        &[
+                            &c.ids,
+                            &c.correlation,
+                            &c.ts,
+                            name,
+                            kind,
+                            severity,
+                            description,
+                            service,
+                            rule_id,
+                            rule_name,
+                            actor_type,
+                            actor_id,
+                            &c.client_ip,
+                            resource_type,
+                            resource_id,
+                            host,
+                            action,
+                            rule,
+                            triggered_by,
+                            resource,
+                            metadata,
+                            raw,
+                            whole,
+                            &shard,
+                        ],
+                    )
+                    .await
+                    .map_err(PgError::db("cannot insert alerts"))?;
+                Ok(rows.iter().map(|r| r.get::<_, Uuid>(0)).collect())
+            })
+            .await?;
+        // In input order, each id once.
+        let mut seen = HashSet::new();
+        Ok(alerts
+            .iter()
+            .map(|a| a.alert_id)
+            .filter(|id| new.contains(id) && seen.insert(*id))
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn insert_events(&self, events: &[Event]) -> Result<u64, StoreError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        Ok(self.insert_events_inner(events).await?)
+    }
+
+    async fn insert_alerts(&self, alerts: &[Alert]) -> Result<Vec<Uuid>, StoreError> {
+        if alerts.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.insert_alerts_inner(alerts).await?)
+    }
+
+    async fn record_delivery(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
+        let r = record;
+        let attempts = i64::from(r.attempts);
+        self.pool
+            .run("record_delivery", |client| async move {
+                let stmt = client
+                    .prepare_cached(UPSERT_DELIVERY)
+                    .await
+                    .map_err(PgError::db("cannot prepare delivery upsert"))?;
+                client
+                    .execute(
+                        &stmt,
+                        &[
+                            &r.alert_id,
+                            &r.channel,
+                            &r.status.as_str(),
+                            &attempts,
+                            &r.last_error,
+                            &r.recorded_at,
+                        ],
+                    )
+                    .await
+                    .map_err(PgError::db("cannot record delivery"))?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, alert_id: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows = self
+            .pool
+            .run("deliveries", |client| async move {
+                let stmt = client
+                    .prepare_cached(
+                        "SELECT channel, status, attempts, last_error, recorded_at
+                         FROM deliveries WHERE alert_id = $1 ORDER BY channel",
+                    )
+                    .await
+                    .map_err(PgError::db("cannot prepare delivery query"))?;
+                client
+                    .query(&stmt, &[&alert_id])
+                    .await
+                    .map_err(PgError::db("delivery query failed"))
+            })
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let status: &str = row.get(1);
+                let attempts: i64 = row.get(2);
+                Ok(DeliveryRecord {
+                    alert_id,
+                    channel: row.get(0),
+                    status: if status == DeliveryStatus::Delivered.as_str() {
+                        DeliveryStatus::Delivered
+                    } else {
+                        DeliveryStatus::Failed
+                    },
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    last_error: row.get(3),
+                    recorded_at: row.get(4),
+                })
+            })
+            .collect()
+    }
+
+    async fn event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
+        let row = self
+            .pool
+            .run("event", |client| async move {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1"
+                    ))
+                    .await
+                    .map_err(PgError::db("cannot prepare event query"))?;
+                client
+                    .query_opt(&stmt, &[&event_id])
+                    .await
+                    .map_err(PgError::db("event query failed"))
+            })
+            .await?;
+        Ok(row.as_ref().map(stored_event).transpose()?)
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Page<StoredEvent>, StoreError> {
+        let (items, page) = self
+            .list("events", query::events(query), stored_event)
+            .await?;
+        Ok(paginate(items, page, |e| {
+            Cursor::after(&e.event.timestamp, e.event.event_id)
+        }))
+    }
+
+    async fn alert(&self, alert_id: Uuid) -> Result<Option<StoredAlert>, StoreError> {
+        let row = self
+            .pool
+            .run("alert", |client| async move {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {ALERT_COLUMNS} FROM alerts WHERE alert_id = $1"
+                    ))
+                    .await
+                    .map_err(PgError::db("cannot prepare alert query"))?;
+                client
+                    .query_opt(&stmt, &[&alert_id])
+                    .await
+                    .map_err(PgError::db("alert query failed"))
+            })
+            .await?;
+        Ok(row.as_ref().map(stored_alert).transpose()?)
+    }
+
+    async fn alerts(&self, query: &AlertQuery) -> Result<Page<StoredAlert>, StoreError> {
+        let (items, page) = self
+            .list("alerts", query::alerts(query), stored_alert)
+            .await?;
+        Ok(paginate(items, page, |a| {
+            Cursor::after(&a.alert.timestamp, a.alert.alert_id)
+        }))
+    }
+
+    async fn alerts_by_offset(
+        &self,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Vec<StoredAlert>, StoreError> {
+        let limit = i64::from(query::page_size(limit));
+        let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+        let rows = self
+            .pool
+            .run("alerts_by_offset", |client| async move {
+                let stmt = client
+                    .prepare_cached(&format!(
+                        "SELECT {ALERT_COLUMNS} FROM alerts
+                         ORDER BY timestamp DESC, alert_id DESC LIMIT $1 OFFSET $2"
+                    ))
+                    .await
+                    .map_err(PgError::db("cannot prepare alert query"))?;
+                client
+                    .query(&stmt, &[&limit, &offset])
+                    .await
+                    .map_err(PgError::db("alert query failed"))
+            })
+            .await?;
+        Ok(rows.iter().map(stored_alert).collect::<Result<_, _>>()?)
+    }
+
+    async fn counts(&self) -> Result<StoreCounts, StoreError> {
+        let rows = self
+            .pool
+            .run("counts", |client| async move {
+                let stmt = client
+                    .prepare_cached("SELECT name, sum(value)::bigint FROM counters GROUP BY name")
+                    .await
+                    .map_err(PgError::db("cannot prepare counts"))?;
+                client
+                    .query(&stmt, &[])
+                    .await
+                    .map_err(PgError::db("cannot read counts"))
+            })
+            .await?;
+        let mut counts = StoreCounts::default();
+        for row in rows {
+            let name: &str = row.get(0);
+            let value = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+            match name {
+                "events" => counts.events = value,
+                "alerts" => counts.alerts = value,
+                _ => {}
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(self.pool.check().await?)
+    }
+}
