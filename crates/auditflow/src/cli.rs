@@ -52,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Apply pending PostgreSQL migrations (`backends.store`) and exit.
+    Migrate {
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
     /// Inspect and re-drive dead letters of a running AuditFlow.
     Dlq {
         #[command(subcommand)]
@@ -71,6 +76,16 @@ pub struct ServeArgs {
     /// Rules file (`analyze.rules_file`).
     #[arg(long)]
     pub rules: Option<PathBuf>,
+    /// Broker: `embedded` or an `amqp://` URL (`backends.broker`).
+    #[arg(long)]
+    pub broker: Option<String>,
+    /// Store: `embedded` or a `postgres://` URL (`backends.store`).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Window state of threshold rules: `embedded`, `store`, or a `redis://`
+    /// URL (`backends.windows`).
+    #[arg(long)]
+    pub cache: Option<String>,
 }
 
 impl ServeArgs {
@@ -83,6 +98,19 @@ impl ServeArgs {
         }
         if let Some(dir) = &self.data_dir {
             table.insert("data_dir".into(), dir.display().to_string().into());
+        }
+        let mut backends = toml::Table::new();
+        for (key, value) in [
+            ("broker", &self.broker),
+            ("store", &self.store),
+            ("windows", &self.cache),
+        ] {
+            if let Some(value) = value {
+                backends.insert(key.into(), value.clone().into());
+            }
+        }
+        if !backends.is_empty() {
+            table.insert("backends".into(), backends.into());
         }
         if let Some(rules) = &self.rules {
             let mut analyze = toml::Table::new();
@@ -213,6 +241,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Rules { command } => return rules(command).await,
+        Command::Migrate { serve } => {
+            let config = load_config(file, &serve)?;
+            anyhow::ensure!(
+                config.backends.store != "embedded",
+                "the embedded store migrates itself at open; set --store postgres://..."
+            );
+            let mut pg = config.postgres.clone();
+            pg.url = config.backends.store.clone();
+            pg.migrate_on_start = false;
+            let store = auditflow_postgres::PgStore::connect(pg).await?;
+            let applied = store.migrate().await?;
+            println!("migrations applied: {applied:?}");
+        }
         Command::Config {
             command: ConfigCommand::Print,
         } => {

@@ -32,6 +32,15 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Which backends to use.
+    pub backends: BackendsConfig,
+    /// RabbitMQ settings (when `backends.broker` is an `amqp://` URL; its
+    /// `url` is taken from there).
+    pub rabbitmq: auditflow_rabbitmq::RabbitConfig,
+    /// PostgreSQL settings (when `backends.store` is a `postgres://` URL).
+    pub postgres: auditflow_postgres::PgConfig,
+    /// Redis settings (when `backends.windows` is a `redis://` URL).
+    pub redis: auditflow_redis::RedisConfig,
     /// Resilience policy per dependency (`broker`, `store`, `windows`,
     /// `webhook`): timeouts, retries, retry budget, breaker, bulkhead.
     pub resilience: BTreeMap<String, resilience::PolicyConfig>,
@@ -48,7 +57,43 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             log: LogConfig::default(),
             resilience: crate::resilient::default_policies(),
+            backends: BackendsConfig::default(),
+            rabbitmq: auditflow_rabbitmq::RabbitConfig::default(),
+            postgres: auditflow_postgres::PgConfig::default(),
+            redis: auditflow_redis::RedisConfig::default(),
         }
+    }
+}
+
+/// Where the broker, the store and the window state live.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendsConfig {
+    /// `embedded`, or an `amqp://` URL (RabbitMQ).
+    pub broker: String,
+    /// `embedded`, or a `postgres://` URL.
+    pub store: String,
+    /// `embedded`, `store` (in the PostgreSQL store's database), or a
+    /// `redis://` URL (rebuilt from the store after Redis loses its data).
+    pub windows: String,
+}
+
+impl Default for BackendsConfig {
+    fn default() -> Self {
+        BackendsConfig {
+            broker: "embedded".into(),
+            store: "embedded".into(),
+            windows: "embedded".into(),
+        }
+    }
+}
+
+impl BackendsConfig {
+    /// True when any backend is the embedded one (which needs the data directory).
+    pub fn any_embedded(&self) -> bool {
+        [&self.broker, &self.store, &self.windows]
+            .iter()
+            .any(|b| b.as_str() == "embedded")
     }
 }
 
@@ -300,6 +345,38 @@ impl Config {
                     reason: "must be at least 1".into(),
                 });
             }
+        }
+        let b = &self.backends;
+        if !(b.broker == "embedded"
+            || b.broker.starts_with("amqp://")
+            || b.broker.starts_with("amqps://"))
+        {
+            return Err(ConfigError::Inconsistent {
+                key: "backends.broker",
+                reason: format!("'{}' is neither 'embedded' nor an amqp:// URL", b.broker),
+            });
+        }
+        if !(b.store == "embedded"
+            || b.store.starts_with("postgres://")
+            || b.store.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Inconsistent {
+                key: "backends.store",
+                reason: format!("'{}' is neither 'embedded' nor a postgres:// URL", b.store),
+            });
+        }
+        let windows_ok = b.windows == "embedded"
+            || b.windows.starts_with("redis://")
+            || b.windows.starts_with("rediss://")
+            || (b.windows == "store" && b.store != "embedded");
+        if !windows_ok {
+            return Err(ConfigError::Inconsistent {
+                key: "backends.windows",
+                reason: format!(
+                    "'{}' is not 'embedded', a redis:// URL, or 'store' with a PostgreSQL store",
+                    b.windows
+                ),
+            });
         }
         for name in self.resilience.keys() {
             if !crate::resilient::policies::DEPENDENCIES.contains(&name.as_str()) {

@@ -9,6 +9,7 @@
 //! Roles talk only through the broker and store interfaces of
 //! [`auditflow_core`], so backends slot in without touching them.
 
+pub mod backends;
 pub mod channels;
 pub mod cli;
 pub mod config;
@@ -21,3 +22,4 @@ pub mod resilient;
 pub mod roles;
 pub mod server;
 pub mod telemetry;
+pub mod window_source;

@@ -14,7 +14,6 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use auditflow_core::{Broker, Store, WindowState};
-use auditflow_embedded::{Embedded, EmbeddedOptions};
 use auditflow_rules::RuleSet;
 
 use crate::channels;
@@ -108,30 +107,13 @@ fn config_limiter(config: &Config) -> Option<Arc<resilience::KeyedRateLimiter<St
 pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let rules = Arc::new(load_rules(&config)?);
-    let embedded = Embedded::open(
-        &config.data_dir,
-        EmbeddedOptions {
-            max_queue_depth: config.broker.max_queue_depth,
-            delivery_limit: config.broker.delivery_limit,
-            // A small page cache per connection keeps the resident set small
-            // (there are a dozen connections); the OS page cache does the rest.
-            cache_size_mib: 8,
-            read_pool_size: 2,
-            ..EmbeddedOptions::default()
-        },
-    )
-    .with_context(|| {
-        format!(
-            "opening the embedded backends in {}",
-            config.data_dir.display()
-        )
-    })?;
+    let backends = crate::backends::open(&config, &rules).await?;
     let shutdown = CancellationToken::new();
     let (ctx, policies) = build_context(
         Arc::clone(&config),
-        embedded.broker(),
-        embedded.store(),
-        embedded.windows(),
+        Arc::clone(&backends.broker),
+        Arc::clone(&backends.store),
+        Arc::clone(&backends.windows),
         shutdown.clone(),
     )?;
     let tracker = TaskTracker::new();
@@ -223,8 +205,9 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
         .await
         .is_ok();
     drop(ctx);
-    // Dropping the last handles stops the writer threads after they commit what is queued.
-    drop(embedded);
+    // Dropping the last handles stops the embedded writer threads after they
+    // commit what is queued.
+    drop(backends);
     if !drained {
         tracing::warn!(
             "grace period over with work still in flight; it stays unacked and will be redelivered"
