@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark of the embedded platform (`auditflow up`).
+"""End-to-end benchmark of AuditFlow, embedded (`auditflow up`) or
+distributed (`--distributed`: ingest, analyze, notify and api as separate
+processes on the local RabbitMQ, PostgreSQL and Redis, in a throwaway vhost,
+schema and key prefix that are removed afterwards).
 
 Builds the release binary, then for each of --runs fresh runs:
   1. idle RSS of a freshly started `auditflow up`;
@@ -12,7 +15,7 @@ Builds the release binary, then for each of --runs fresh runs:
   4. peak RSS (VmHWM) over the whole run.
 Prints each run and the medians. Loopback only; every phase is bounded.
 
-Usage: scripts/bench-embedded.py [--runs 3] [--events 300000]
+Usage: scripts/bench.py [--runs 3] [--events 300000] [--distributed]
 """
 import argparse
 import json
@@ -50,12 +53,12 @@ def proc_status(pid, field):
     return float("nan")
 
 
-def wait_drained(base, deadline_s):
-    """Waits until both queues hold nothing ready or unacked."""
+def wait_drained(base, deadline_s, done=lambda: True):
+    """Waits until both queues hold nothing ready or unacked and `done()`."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         queues = json.loads(get(base + "/v1/queues"))["queues"]
-        if all(q["ready"] == 0 and q["unacked"] == 0 for q in queues):
+        if all(q["ready"] == 0 and q["unacked"] == 0 for q in queues) and done():
             return time.monotonic()
         time.sleep(0.02)
     raise SystemExit("platform did not drain in time")
@@ -97,60 +100,104 @@ def generate(base, *args):
     return json.loads(res.stdout)
 
 
-def one_run(args, run):
+def start(args_list, env, data):
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [BINARY, *args_list, "--listen", f"127.0.0.1:{port}", "--data-dir", data],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+    )
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise SystemExit(f"{args_list[:2]} did not start: {line!r}")
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def processed_ok(urls):
+    total = 0
+    for url in urls:
+        m = re.search(r'auditflow_events_processed_total\{result="ok"\} (\d+)', get(url + "/metrics"))
+        total += int(m.group(1)) if m else 0
+    return total
+
+
+def one_run(args, run):
+    tag = f"afbench{os.getpid()}_{run}"
     with tempfile.TemporaryDirectory(prefix="auditflow-bench-") as data:
         env = dict(os.environ, RUST_LOG="warn")
-        server = subprocess.Popen(
-            [BINARY, "up", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
-        )
+        procs = {}
+        if args.distributed:
+            subprocess.run(["rabbitmqctl", "-q", "add_vhost", tag], check=True)
+            subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", tag, "guest", ".*", ".*", ".*"], check=True)
+            env.update(AUDITFLOW_POSTGRES__SCHEMA=tag, AUDITFLOW_REDIS__KEY_PREFIX=tag + ":")
+            backends = ["--broker", f"amqp://guest:guest@127.0.0.1:5672/{tag}",
+                        "--store", "postgres://postgres@127.0.0.1:5432/test",
+                        "--cache", "redis://127.0.0.1:6379"]
+            for role in ["api", "analyze", "notify", "ingest"]:
+                role_dir = os.path.join(data, role)
+                os.makedirs(role_dir)
+                procs[role] = start(["run", role, *backends], env, role_dir)
+            base = procs["ingest"][1]
+            api = procs["api"][1]
+            analyzers = [procs["analyze"][1]]
+            notifier = procs["notify"][1]
+        else:
+            procs["up"] = start(["up"], env, data)
+            base = api = notifier = procs["up"][1]
+            analyzers = [base]
         try:
-            line = server.stdout.readline()
-            if "listening on" not in line:
-                raise SystemExit(f"server did not start: {line!r}")
-            time.sleep(1.0)  # let the idle process settle before measuring idle RSS
-            idle_rss = proc_status(server.pid, "VmRSS")
+            time.sleep(1.0)  # let the idle processes settle before measuring idle RSS
+            idle_rss = {role: proc_status(p.pid, "VmRSS") for role, (p, _) in procs.items()}
 
             started = time.monotonic()
             report = generate(base, "--rate", "0", "--count", str(args.events),
                               "--concurrency", str(args.concurrency), "--batch", str(args.batch),
                               "--burst-probability", "0.001", "--seed", str(run))
             sent_done = time.monotonic()
-            drained_at = wait_drained(base, 600)
             acked = report["acknowledged"]
+            drained_at = wait_drained(api, 600, lambda: processed_ok(analyzers) >= acked)
             e2e_rate = acked / (drained_at - started)
             ingest_rate = acked / (sent_done - started)
 
             # Latency phase on the same process, after the backlog is gone:
             # reset by reading the histogram before and after.
-            before, _ = histogram_quantiles(get(base + "/metrics"), "auditflow_ingest_to_alert_seconds", [0.5])
-            metrics_before = get(base + "/metrics")
-            generate(base, "--rate", str(args.latency_rate), "--duration", f"{args.latency_seconds}s",
-                     "--concurrency", "4", "--batch", "1", "--burst-probability", "0.02", "--seed", str(100 + run))
-            wait_drained(base, 120)
-            metrics_after = get(base + "/metrics")
+            metrics_before = get(notifier + "/metrics")
+            before_ok = processed_ok(analyzers)
+            latency = generate(base, "--rate", str(args.latency_rate), "--duration", f"{args.latency_seconds}s",
+                               "--concurrency", "4", "--batch", "1", "--burst-probability", "0.02", "--seed", str(100 + run))
+            wait_drained(api, 120, lambda: processed_ok(analyzers) >= before_ok + latency["acknowledged"])
+            metrics_after = get(notifier + "/metrics")
             (p50, p99), count = delta_quantiles(metrics_before, metrics_after)
-            peak_rss = proc_status(server.pid, "VmHWM")
-            after_rss = proc_status(server.pid, "VmRSS")
+            peak_rss = {role: proc_status(p.pid, "VmHWM") for role, (p, _) in procs.items()}
+            after_rss = {role: proc_status(p.pid, "VmRSS") for role, (p, _) in procs.items()}
         finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    return {
+            for proc, _ in procs.values():
+                proc.send_signal(signal.SIGTERM)
+            for proc, _ in procs.values():
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            if args.distributed:
+                subprocess.run(["rabbitmqctl", "-q", "delete_vhost", tag], check=False)
+                subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc",
+                                f"DROP SCHEMA IF EXISTS {tag} CASCADE"], check=False, capture_output=True)
+                keys = subprocess.run(["redis-cli", "--scan", "--pattern", tag + ":*"], capture_output=True, text=True).stdout.split()
+                for i in range(0, len(keys), 500):
+                    subprocess.run(["redis-cli", "del", *keys[i:i + 500]], check=False, capture_output=True)
+    result = {
         "events": acked,
         "ingest_events_per_s": ingest_rate,
         "end_to_end_events_per_s": e2e_rate,
         "alerts_in_latency_phase": count,
         "ingest_to_alert_p50_ms": p50 * 1000,
         "ingest_to_alert_p99_ms": p99 * 1000,
-        "idle_rss_mib": idle_rss,
-        "peak_rss_mib": peak_rss,
-        "rss_after_load_mib": after_rss,
     }
+    for role in procs:
+        result[f"{role}_idle_rss_mib"] = idle_rss[role]
+        result[f"{role}_peak_rss_mib"] = peak_rss[role]
+        result[f"{role}_rss_after_load_mib"] = after_rss[role]
+    return result
 
 
 def delta_quantiles(before_text, after_text):
@@ -174,11 +221,16 @@ def main():
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--latency-rate", type=int, default=2000)
+    parser.add_argument("--latency-rate", type=int, default=None,
+                        help="default 2000 events/s embedded, 1000 distributed")
     parser.add_argument("--latency-seconds", type=int, default=20)
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--distributed", action="store_true",
+                        help="separate processes on the local RabbitMQ, PostgreSQL and Redis")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
+    if args.latency_rate is None:
+        args.latency_rate = 1000 if args.distributed else 2000
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "-p", "auditflow"], cwd=ROOT, check=True)
     results = []
