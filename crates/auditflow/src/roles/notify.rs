@@ -161,6 +161,7 @@ async fn handle_batch(
             (channel, pending, outcomes)
         }
     });
+    let mut records = Vec::new();
     for (channel, pending, outcomes) in join_all(deliveries).await {
         for (alert, outcome) in pending.into_iter().zip(outcomes) {
             let (status, attempts, last_error, result) = match outcome {
@@ -190,13 +191,19 @@ async fn handle_batch(
                 last_error,
                 recorded_at: Utc::now(),
             };
-            persist(ctx, "store", StoreError::is_transient, || {
-                ctx.store.record_delivery(&record)
-            })
-            .await
-            .map_err(|s| s.map_permanent("recording a delivery"))?;
+            records.push(record);
         }
     }
+    // All records of the batch at once: the embedded store folds them into
+    // one group commit, PostgreSQL spreads them over the pool, instead of one
+    // round trip (and one fsync) after another.
+    futures::future::try_join_all(records.iter().map(|record| {
+        persist(ctx, "store", StoreError::is_transient, || {
+            ctx.store.record_delivery(record)
+        })
+    }))
+    .await
+    .map_err(|s| s.map_permanent("recording a delivery"))?;
     fail::fail_point!("notify::before_ack");
     crate::persist_sub!(ctx, sub.ack(&tags), "acking alerts")?;
     Ok(())
