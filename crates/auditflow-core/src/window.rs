@@ -91,7 +91,10 @@ pub struct Member {
     pub micros: i64,
     /// The decision recorded for it.
     pub decision: Decision,
-    /// When it was first observed (processing time), microseconds since the epoch.
+    /// When it was first observed (processing time), microseconds since the
+    /// epoch. 0 marks a member loaded by a rebuild ([`WindowSource`]): it
+    /// counts in its neighbours' windows, but its own decision is made when
+    /// it is observed (a stored event may not have been evaluated yet).
     pub observed_micros: i64,
 }
 
@@ -125,10 +128,14 @@ impl GroupWindow {
         self.newest = Some(self.newest.map_or(m.micros, |n| n.max(m.micros)));
     }
 
-    /// The decision recorded for `event_id`, if it was observed (and not yet forgotten).
+    /// The decision recorded for `event_id`, if it was observed (and not
+    /// yet forgotten). A member loaded by a rebuild has none yet.
     pub fn recorded(&self, event_id: Uuid) -> Option<Decision> {
         let t = *self.by_id.get(&event_id)?;
-        self.by_time.get(&(t, event_id)).map(|(d, _)| *d)
+        self.by_time
+            .get(&(t, event_id))
+            .filter(|(_, observed)| *observed != 0)
+            .map(|(d, _)| *d)
     }
 
     /// Observes one event at processing time `now`. Returns the decision
@@ -144,13 +151,20 @@ impl GroupWindow {
         if let Some(decision) = self.recorded(event_id) {
             return (decision, None);
         }
+        // A member loaded by a rebuild is already in the window (counted
+        // once), and keeps `fire` if the store says it raised an alert.
+        let rebuilt = self
+            .by_id
+            .get(&event_id)
+            .and_then(|t| self.by_time.get(&(*t, event_id)))
+            .map(|(d, _)| d.fire);
         let t = event_time.timestamp_micros();
         let window_start = t.saturating_sub(micros(spec.window));
         let count = self
             .by_time
             .range((window_start, Uuid::nil())..=(t, Uuid::max()))
             .count() as u32
-            + 1;
+            + u32::from(rebuilt.is_none());
         let cooldown = micros(spec.cooldown);
         let in_cooldown = cooldown > 0
             && self
@@ -159,9 +173,9 @@ impl GroupWindow {
                     (t.saturating_sub(cooldown) + 1, Uuid::nil())
                         ..(t.saturating_add(cooldown), Uuid::nil()),
                 )
-                .any(|(_, (d, _))| d.fire);
+                .any(|((_, id), (d, _))| d.fire && *id != event_id);
         let decision = Decision {
-            fire: count >= spec.threshold && !in_cooldown,
+            fire: rebuilt == Some(true) || (count >= spec.threshold && !in_cooldown),
             count,
         };
         let member = Member {
@@ -426,6 +440,58 @@ mod tests {
         let pruned = rebuilt.prune(&SPEC, later);
         assert_eq!(pruned.len(), 3, "the first burst is forgotten");
         assert_eq!(rebuilt.len(), 3);
+    }
+
+    #[test]
+    fn a_rebuilt_member_counts_for_others_and_is_decided_when_observed() {
+        // After a state loss the group is rebuilt from the store, which may
+        // hold events not evaluated yet (stored, then the process died).
+        let rebuilt = |n: u128, secs: i64, fire: bool| Member {
+            event_id: id(n),
+            micros: at(secs).timestamp_micros(),
+            decision: Decision { fire, count: 0 },
+            observed_micros: 0,
+        };
+        let mut w = GroupWindow::from_members([
+            rebuilt(1, 0, false),
+            rebuilt(2, 1, false),
+            rebuilt(3, 2, false),
+        ]);
+        assert_eq!(w.recorded(id(3)), None, "no decision yet");
+        // The redelivered events are decided now, each counted once.
+        assert_eq!(
+            w.observe(id(1), at(0), &SPEC, now()).0,
+            Decision {
+                fire: false,
+                count: 1
+            }
+        );
+        assert_eq!(
+            w.observe(id(2), at(1), &SPEC, now()).0,
+            Decision {
+                fire: false,
+                count: 2
+            }
+        );
+        assert_eq!(
+            w.observe(id(3), at(2), &SPEC, now()).0,
+            Decision {
+                fire: true,
+                count: 3
+            }
+        );
+        assert_eq!(w.len(), 3);
+        // An event the store says fired stays fired (the same alert id again).
+        let mut w = GroupWindow::from_members([
+            rebuilt(1, 0, false),
+            rebuilt(2, 1, false),
+            rebuilt(3, 2, true),
+        ]);
+        assert!(w.observe(id(3), at(2), &SPEC, now()).0.fire);
+        assert!(
+            !w.observe(id(4), at(3), &SPEC, now()).0.fire,
+            "cooldown of the rebuilt fire"
+        );
     }
 
     /// Reference model: a plain list scanned in full. Every observation is

@@ -128,21 +128,39 @@ local wrote = false
 for i = first_obs, #ARGV, 5 do
   local id = ARGV[i]
   local recorded = redis.call('HGET', h, id)
+  local rfire, rcount, robserved
   if recorded then
+    rfire, rcount, robserved = string.match(recorded, '^(%d+):(%d+):(%d+)')
+  end
+  if recorded and robserved ~= '0' then
     -- Observed before: the recorded decision.
-    local fire, count = string.match(recorded, '^(%d+):(%d+):')
-    out[#out + 1] = tonumber(fire)
-    out[#out + 1] = tonumber(count)
+    out[#out + 1] = tonumber(rfire)
+    out[#out + 1] = tonumber(rcount)
   else
+    -- New, or loaded by a rebuild (observed 0: stored but maybe never
+    -- evaluated). A rebuilt member is already in the window, counted once,
+    -- and stays fired if the store says it raised an alert (GroupWindow).
+    local rebuilt = recorded ~= nil and recorded ~= false
     local t = tonumber(ARGV[i + 1])
     local window = tonumber(ARGV[i + 2])
     local cooldown = tonumber(ARGV[i + 3])
     local threshold = tonumber(ARGV[i + 4])
-    local count = redis.call('ZCOUNT', z, fmt(t - window), fmt(t)) + 1
-    local cooling = cooldown > 0
-      and redis.call('ZCOUNT', f, '(' .. fmt(t - cooldown), '(' .. fmt(t + cooldown)) > 0
+    local count = redis.call('ZCOUNT', z, fmt(t - window), fmt(t))
+    if not rebuilt then
+      count = count + 1
+    end
+    local cooling = false
+    if cooldown > 0 then
+      local fired = redis.call('ZRANGEBYSCORE', f, '(' .. fmt(t - cooldown), '(' .. fmt(t + cooldown))
+      for _, other in ipairs(fired) do
+        if other ~= id then
+          cooling = true
+          break
+        end
+      end
+    end
     local fire = 0
-    if count >= threshold and not cooling then
+    if (rebuilt and rfire == '1') or (count >= threshold and not cooling) then
       fire = 1
     end
     redis.call('ZADD', z, ARGV[i + 1], id)

@@ -90,8 +90,10 @@ impl WindowSource for StoreWindowSource {
             }
         }
         let mut fired: HashSet<Uuid> = HashSet::new();
+        // No time bound: an alert's timestamp is when it was raised (wall
+        // clock), not its event's time, so `since` does not apply to it. The
+        // rule, user and host narrow it to this group's few alerts.
         let mut alerts = AlertQuery {
-            from: Some(since),
             rule_id: Some(rule_id.to_string()),
             user_id: field("user_id"),
             server_hostname: field("server_hostname"),

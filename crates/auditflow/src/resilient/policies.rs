@@ -30,8 +30,11 @@ pub fn default_policies() -> BTreeMap<String, PolicyConfig> {
             config.retry.max_backoff = Duration::from_millis(500);
             config.breaker.minimum_calls = 10;
             config.breaker.window_size = 50;
-            config.breaker.open_duration = Duration::from_secs(5);
-            config.breaker.max_open_duration = Duration::from_secs(60);
+            // Probe again soon after an outage, and grow the wait gently:
+            // recovery time after a dependency returns is bounded by it.
+            config.breaker.open_duration = Duration::from_secs(2);
+            config.breaker.open_duration_multiplier = 1.5;
+            config.breaker.max_open_duration = Duration::from_secs(10);
             config.breaker.slow_call_duration = Duration::from_secs(1);
             config.bulkhead.max_concurrent = 256;
             if name == "webhook" {
