@@ -13,17 +13,15 @@
 //! steps 2-5 with the same outcome. Failpoints mark each boundary so tests can
 //! crash there on purpose.
 //!
-//! Two batches are in flight at once: while batch N goes through the rules,
-//! the alert publish and its ack, batch N+1 is already being stored (the
-//! store and the window state have writers of their own, so this keeps both
-//! busy). Steps 3-5 still run strictly in batch order, so threshold windows
-//! see events in queue order.
+//! One batch at a time, on purpose: storing batch N+1 while batch N is still
+//! being evaluated would put events in the store ahead of their turn, and a
+//! window rebuilt from the store after Redis lost its data would then count
+//! events that, in queue order, come later.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::FutureExt;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
@@ -61,52 +59,37 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
     };
     ctx.health.up("analyze");
     tracing::info!(queue, rules = rules.rules().len(), "analyze started");
-    let mut in_flight: Option<Stored> = None;
     loop {
-        // Block for the next batch only when nothing is in flight; otherwise
-        // take what is ready now and go on finishing the batch in hand.
-        let batch = match &in_flight {
-            None => tokio::select! {
-                biased;
-                _ = ctx.shutdown.cancelled() => break,
-                batch = sub.next_batch(ctx.config.analyze.batch_size) => Some(batch),
-            },
-            // `next_batch` is cancel-safe: dropping it when nothing is ready loses nothing.
-            Some(_) => sub.next_batch(ctx.config.analyze.batch_size).now_or_never(),
+        let batch = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled() => break,
+            batch = sub.next_batch(ctx.config.analyze.batch_size) => batch,
         };
-        let next = match batch {
-            None => None,
-            Some(Ok(batch)) => match prepare(&ctx, sub.as_mut(), batch).await {
-                Ok(prepared) => prepared.map(|p| p.store(&ctx)),
-                Err(stopped) => return stop(&ctx, stopped),
-            },
-            Some(Err(e)) => {
+        match batch {
+            Ok(batch) => {
+                let prepared = match prepare(&ctx, sub.as_mut(), batch).await {
+                    Ok(prepared) => prepared,
+                    Err(stopped) => return stop(&ctx, stopped),
+                };
+                if let Some(prepared) = prepared {
+                    let stored = prepared.store(&ctx);
+                    if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), stored).await {
+                        return stop(&ctx, stopped);
+                    }
+                }
+            }
+            Err(e) => {
                 tracing::warn!(error = %e, "cannot receive events; retrying");
                 ctx.health.set(
                     "broker",
                     crate::health::Status::Degraded,
                     Some(e.to_string()),
                 );
-                if in_flight.is_none() {
-                    tokio::select! {
-                        _ = ctx.shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-                    }
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
                 }
-                None
             }
-        };
-        if let Some(previous) = in_flight.take() {
-            if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), previous).await {
-                return stop(&ctx, stopped);
-            }
-        }
-        in_flight = next;
-    }
-    // Shutdown: finish the batch in hand, so what was stored is also acked.
-    if let Some(previous) = in_flight.take() {
-        if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), previous).await {
-            return stop(&ctx, stopped);
         }
     }
     tracing::info!("analyze stopped");
