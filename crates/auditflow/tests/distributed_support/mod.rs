@@ -1,0 +1,3 @@
+//! Helpers of `tests/distributed.rs`.
+
+pub mod workload;
