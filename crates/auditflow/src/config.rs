@@ -172,6 +172,9 @@ pub struct AnalyzeConfig {
     pub batch_size: usize,
     /// Unacked deliveries held by the consumer.
     pub prefetch: usize,
+    /// Largest event accepted from the broker; a larger one is dead-lettered
+    /// (ingest bounds its bodies, but other publishers may not).
+    pub max_event_bytes: usize,
 }
 
 impl Default for AnalyzeConfig {
@@ -180,6 +183,7 @@ impl Default for AnalyzeConfig {
             rules_file: None,
             batch_size: 1024,
             prefetch: 4096,
+            max_event_bytes: 1024 * 1024,
         }
     }
 }

@@ -137,7 +137,19 @@ async fn prepare(
     let mut tags = Vec::with_capacity(batch.len());
     let mut headers = Vec::with_capacity(batch.len());
     for delivery in batch {
-        match Event::from_slice(&delivery.message.payload) {
+        let size = delivery.message.payload.len();
+        let parsed = if size > ctx.config.analyze.max_event_bytes {
+            Err(auditflow_core::event::EventError {
+                field: "$".into(),
+                reason: format!(
+                    "event is {size} bytes; the limit is {} (analyze.max_event_bytes)",
+                    ctx.config.analyze.max_event_bytes
+                ),
+            })
+        } else {
+            Event::from_slice(&delivery.message.payload)
+        };
+        match parsed {
             Ok(parsed) => {
                 let mut event = parsed.event;
                 if parsed.id_assigned {
