@@ -2,7 +2,7 @@
 //!
 //! | module | what |
 //! |--------|------|
-//! | [`clock`] | injectable monotonic time: [`SystemClock`], [`TokioClock`], [`ManualClock`] |
+//! | [`clock`] | injectable monotonic time: [`SystemClock`], [`TokioClock`], [`ManualClock`]; cheap coarse reads for hot paths |
 //! | [`deadline`] | absolute [`Deadline`]s, propagation (task-local), [`timeout`] |
 //! | [`retry`] | capped exponential backoff with full / decorrelated jitter, [`RetryState`], [`Retry`] |
 //! | [`budget`] | [`RetryBudget`]: retries ≤ ~20 % of calls + a floor per second |
@@ -83,6 +83,7 @@ pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
 pub mod clock;
+mod counter;
 pub mod deadline;
 pub mod error;
 pub mod observer;

@@ -120,7 +120,7 @@ fn phi_registry_reports_transitions() {
     for _ in 0..300 {
         reg.heartbeat(&a); // b goes silent
         clock.advance(Duration::from_millis(10));
-        if clock.now_nanos() % 200_000_000 == 0 {
+        if clock.now_nanos().is_multiple_of(200_000_000) {
             reg.evaluate();
         }
     }

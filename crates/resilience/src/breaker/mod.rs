@@ -7,10 +7,30 @@
 //! * **Admission is lock-free.** The state lives in one `AtomicU64` word
 //!   (`generation << 3 | state`). On the closed path
 //!   [`try_acquire`](CircuitBreaker::try_acquire) is a single `Acquire` load
-//!   and never reads the clock. The open path reads the clock and one more
-//!   atomic; half-open probes are handed out by a CAS on a
-//!   `generation << 32 | remaining` word, so no more than
+//!   and never reads the clock. The open path reads `open_until` and the
+//!   clock's *coarse* time (see below); half-open probes are handed out by a
+//!   CAS on a `generation << 32 | remaining` word, so no more than
 //!   `half_open_probes` probes are ever outstanding per half-open period.
+//! * **Open-state rejection uses the coarse clock.**
+//!   [`Clock::now_nanos_coarse`](crate::Clock::now_nanos_coarse) is never
+//!   ahead of the exact time and lags it by at most
+//!   [`Clock::coarse_max_lag_nanos`](crate::Clock::coarse_max_lag_nanos)
+//!   (`L`; for [`SystemClock`](crate::SystemClock) on Linux,
+//!   `CLOCK_MONOTONIC_COARSE`, `L` = two jiffies, 8 ms with the usual 4 ms
+//!   jiffy; for `ManualClock` / `TokioClock`, 0). A call is rejected on the
+//!   coarse read alone only while `coarse + L < open_until`, i.e. while the
+//!   breaker is certainly still open. In the last `L` of each open period
+//!   the exact clock decides, and it always timestamps the half-open
+//!   transition. So: **no call is ever admitted early**, transition times
+//!   are exact, and a call arriving just after the open duration is admitted
+//!   as before — unless the kernel's timer tick ran late by most of a tick
+//!   (e.g. a descheduled vCPU), in which case a call up to that much after
+//!   the open duration may be rejected once more. The `retry_after` of a
+//!   coarse rejection may overstate the remaining time by up to `L`.
+//! * **Rejections are counted without a locked RMW.** The `rejected` counter
+//!   gives each thread its own cache-line slot that only it writes (plain
+//!   load + store); [`metrics`](CircuitBreaker::metrics) sums the slots, and
+//!   the count stays exact.
 //! * **Recording takes a short mutex.** Outcomes (window slot and the
 //!   success/failure/slow counters) are recorded under one
 //!   `std::sync::Mutex` (uncontended lock ≈ one CAS). A window needs
@@ -60,6 +80,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::clock::{duration_nanos, SharedClock};
+use crate::counter::PerThreadCounter;
 use crate::error::Error;
 use window::Window;
 
@@ -117,7 +138,8 @@ impl Inner {
 
 #[derive(Debug, Default)]
 struct Counters {
-    rejected: AtomicU64,
+    /// Bumped on every rejection, so kept off the locked-RMW path.
+    rejected: PerThreadCounter,
     opened: AtomicU64,
 }
 
@@ -129,6 +151,9 @@ pub struct CircuitBreaker {
     inner: Mutex<Inner>,
     config: BreakerConfig,
     slow_nanos: u64,
+    /// `clock.coarse_max_lag_nanos()`: the guard band before `open_until`
+    /// within which the open check uses the precise clock.
+    coarse_lag: u64,
     time_window: bool,
     clock: SharedClock,
     name: Arc<str>,
@@ -171,6 +196,7 @@ impl CircuitBreaker {
             }),
             slow_nanos: duration_nanos(config.slow_call_duration),
             time_window: config.window == WindowKind::Time,
+            coarse_lag: clock.coarse_max_lag_nanos(),
             config,
             clock,
             name: name.into(),
@@ -229,8 +255,21 @@ impl CircuitBreaker {
     fn acquire_slow(&self, word: u64) -> Result<Permit<'_>, Rejected> {
         match code_of(word) {
             BreakerState::OPEN => {
-                let now = self.clock.now_nanos();
                 let until = self.open_until.load(Ordering::Acquire);
+                // Cheap coarse read first. It is never ahead of the precise
+                // clock and lags it by at most `coarse_lag`, so
+                // `coarse + coarse_lag < until` means "certainly still open".
+                // (`retry_after` then overstates by at most `coarse_lag`.)
+                let coarse = self.clock.now_nanos_coarse();
+                if coarse.saturating_add(self.coarse_lag) < until {
+                    return Err(self.reject(
+                        BreakerState::Open,
+                        Some(Duration::from_nanos(until - coarse)),
+                    ));
+                }
+                // Within `coarse_lag` of the end: decide (and timestamp the
+                // transition) with the precise clock.
+                let now = self.clock.now_nanos();
                 if now < until {
                     return Err(
                         self.reject(BreakerState::Open, Some(Duration::from_nanos(until - now)))
@@ -300,7 +339,7 @@ impl CircuitBreaker {
 
     #[inline]
     fn reject(&self, state: BreakerState, retry_after: Option<Duration>) -> Rejected {
-        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        self.counters.rejected.incr();
         Rejected { state, retry_after }
     }
 
@@ -479,7 +518,7 @@ impl CircuitBreaker {
             successes: inner.successes,
             failures: inner.failures,
             slow_calls: inner.slow,
-            rejected: self.counters.rejected.load(Ordering::Relaxed),
+            rejected: self.counters.rejected.get(),
             opened: self.counters.opened.load(Ordering::Relaxed),
             window: inner.window.snapshot(now),
         }
@@ -663,6 +702,73 @@ mod tests {
         assert_eq!(b.state(), BreakerState::Disabled);
         b.reset();
         assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    /// With the real (coarse-reading) clock: rejected while open, never
+    /// admitted before the open duration has elapsed, not rejected after it
+    /// (beyond the allowance for a late kernel tick, see `clock` tests), and
+    /// the half-open transition carries the precise time.
+    #[test]
+    fn open_rejects_until_elapsed_with_system_clock() {
+        use crate::{Clock, SystemClock};
+        let clock = SystemClock;
+        let max_lag = clock.coarse_max_lag_nanos();
+        // Rejecting after `until` needs the coarse clock to lag by more than
+        // `max_lag`, which only a late timer tick causes; allow one tick.
+        let tolerance = max_lag / 2;
+        let open_for = Duration::from_millis(20);
+        let events = Arc::new(StdMutex::new(Vec::new()));
+        let ev = events.clone();
+        let b = CircuitBreaker::new(
+            "t",
+            BreakerConfig {
+                open_duration: open_for,
+                ..cfg()
+            },
+            SystemClock::shared(),
+        )
+        .with_listener(move |t| ev.lock().map(|mut v| v.push(t.clone())).unwrap_or(()));
+        b.trip();
+        let opened = events.lock().expect("lock")[0].clone();
+        assert_eq!(opened.to, BreakerState::Open);
+        let until = opened.at_nanos + duration_nanos(open_for);
+
+        let mut rejections = 0u32;
+        let give_up = clock.now_nanos() + 2_000_000_000;
+        let admitted_at = loop {
+            let before = clock.now_nanos();
+            assert!(before < give_up, "still open 2 s after tripping");
+            match b.try_acquire() {
+                Ok(permit) => {
+                    let after = clock.now_nanos();
+                    assert!(after >= until, "admitted {} ns early", until - after);
+                    assert!(permit.is_probe());
+                    drop(permit);
+                    break after;
+                }
+                Err(r) => {
+                    rejections += 1;
+                    assert_eq!(r.state, BreakerState::Open);
+                    assert!(
+                        before < until + tolerance,
+                        "rejected {} ns after the open duration (max lag {max_lag})",
+                        before - until
+                    );
+                    let retry_after = r.retry_after.expect("open rejection has retry_after");
+                    assert!(
+                        duration_nanos(retry_after)
+                            <= duration_nanos(open_for) + max_lag + tolerance
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        assert!(rejections > 0);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert_eq!(b.metrics().rejected, u64::from(rejections));
+        let half_open = events.lock().expect("lock")[1].clone();
+        assert_eq!(half_open.to, BreakerState::HalfOpen);
+        assert!(half_open.at_nanos >= until && half_open.at_nanos <= admitted_at);
     }
 
     #[test]
