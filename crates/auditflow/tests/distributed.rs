@@ -18,7 +18,7 @@
 //!    kill, before the delivery record).
 //! 2. `legacy_python_generator_...`: compat topology; events published the
 //!    way the earlier Python generator does are analysed and notified.
-//! 3. `poison_messages_...`: undecodable events published straight to the
+//! 3. `poison_messages_...`: undecodable or oversize events published straight to the
 //!    quorum queue are dead-lettered with a reason, counted, and never block
 //!    the good events around them.
 //!
@@ -1717,7 +1717,10 @@ async fn poison_messages_end_in_the_dlq_with_a_reason_and_never_block() {
     not_uuid["event_id"] = json!("evt-12345");
     let mut oversize = valid.clone();
     oversize["event_id"] = json!(Uuid::new_v4().to_string());
-    oversize["user_id"] = json!("x".repeat(1 << 20));
+    oversize["user_id"] = json!("x".repeat(2000));
+    let mut oversize_body = valid.clone();
+    oversize_body["event_id"] = json!(Uuid::new_v4().to_string());
+    oversize_body["details"] = json!({ "blob": "x".repeat(1 << 20) });
     let poison: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "poison-bad-json",
@@ -1738,6 +1741,11 @@ async fn poison_messages_end_in_the_dlq_with_a_reason_and_never_block() {
             "poison-oversize",
             serde_json::to_vec(&oversize).expect("json"),
             "the limit is 1024",
+        ),
+        (
+            "poison-oversize-body",
+            serde_json::to_vec(&oversize_body).expect("json"),
+            "analyze.max_event_bytes",
         ),
     ];
     // Poison first (at the head of the queue), then interleaved with good
