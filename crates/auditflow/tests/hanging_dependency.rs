@@ -693,6 +693,11 @@ async fn hanging_webhook_times_out_opens_the_breaker_and_recovers() {
             error.message
         );
         assert!(
+            (1..=policy.retry.max_attempts).contains(&error.attempts),
+            "the record counts the POSTs made: {}",
+            error.attempts
+        );
+        assert!(
             elapsed >= policy.timeout.per_attempt
                 // (plus slack for timer and scheduling latency)
                 && elapsed <= policy.timeout.total + Duration::from_millis(200),
@@ -715,6 +720,7 @@ async fn hanging_webhook_times_out_opens_the_breaker_and_recovers() {
             "expected a refusal by the breaker, got: {}",
             error.message
         );
+        assert_eq!(error.attempts, 0, "a refused delivery made no POST");
         assert!(
             elapsed < Duration::from_millis(50),
             "refusal took {elapsed:?}"

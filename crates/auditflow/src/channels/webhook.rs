@@ -75,11 +75,13 @@ impl WebhookChannel {
             PostError::Transient(_) => ErrorClass::Transient,
             PostError::Permanent(_) => ErrorClass::Permanent,
         };
-        match self
-            .policy
-            .call_classified(|| self.post_once(alert), classify)
-            .await
-        {
+        // The policy retries; count the POSTs it actually made for the record.
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let post = || {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.post_once(alert)
+        };
+        match self.policy.call_classified(post, classify).await {
             Ok(()) => Ok(Outcome::Delivered),
             Err(error) => {
                 let message = match &error {
@@ -88,7 +90,7 @@ impl WebhookChannel {
                 };
                 Err(ChannelError {
                     message,
-                    attempts: 1,
+                    attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
                 })
             }
         }
