@@ -24,7 +24,7 @@
 //!
 //! `DISTRIBUTED_SEED=<u64>` replays the workload of test 1.
 
-mod distributed_support;
+mod workload;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditflow_core::alert_id_for;
-use distributed_support::workload::{self, Request, RULE_BURST, RULE_FILE};
 use futures::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -46,6 +45,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
+use workload::{Request, RULE_BURST, RULE_FILE};
 
 const BROKER_ROOT: &str = "amqp://guest:guest@127.0.0.1:5672";
 const STORE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -966,7 +966,7 @@ async fn split_roles_two_analyzers_two_notifiers_lose_nothing_and_duplicate_noth
         Err(_) => rand::rng().random(),
     };
     println!("distributed: seed {seed} (replay the workload with {SEED_VAR}={seed})");
-    let units = workload::generate(seed);
+    let units = workload::generate(&mut workload::Gen::new(seed), &workload::Mix::SPLIT_ROLES);
     let expected = workload::oracle(&units);
     let requests: Vec<Request> = units.iter().map(workload::Unit::request).collect();
     let sent_events: HashMap<Uuid, &Value> = units

@@ -9,7 +9,7 @@
 //! 2. sends ~5 700 events over ~20 s (~280 events/s) from concurrent clients
 //!    that retry every request (same body, same ids) until it is answered 202:
 //!    ANLY-SEC-001 bursts of every shape (each group in one ordered request),
-//!    ANLY-SEC-002 file modifications and noise (see `recovery_support/workload.rs`);
+//!    ANLY-SEC-002 file modifications and noise (see `workload/mod.rs`);
 //! 3. sends the first part of "straddling" groups, waits until they are
 //!    observed (stored, and the alert of those that fired stored), injects
 //!    the fault, and sends the rest of those groups after it (during it for
@@ -33,6 +33,7 @@
 //! directory (data, `auditflow.stderr.log`) is kept and its path printed.
 
 mod recovery_support;
+mod workload;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -47,11 +48,11 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use recovery_support::workload::{
-    array_request, event_id, event_micros, generate, oracle, probe_event, str_field, straddles,
-    Encoding, Gen, Request, Straddle, Unit, RULE_BURST, RULE_FILE,
-};
 use recovery_support::{start_platform, PgCluster, Platform, RabbitNode, RedisServer};
+use workload::{
+    array_request, event_id, event_micros, generate, oracle, probe_event, str_field, straddles,
+    Encoding, Gen, Mix, Request, Straddle, Unit, RULE_BURST, RULE_FILE,
+};
 
 const SEED_VAR: &str = "RECOVERY_SEED";
 /// Concurrent load clients.
@@ -607,11 +608,8 @@ async fn run_scenario(scenario: &'static str, fault: Fault) {
     println!("recovery[{scenario}]: seed {seed} (replay with {SEED_VAR}={seed})");
 
     // --- Workload and oracle ---------------------------------------------
-    let mut g = Gen {
-        rng: StdRng::seed_from_u64(seed),
-        seq: 0,
-    };
-    let load_units = generate(&mut g);
+    let mut g = Gen::new(seed);
+    let load_units = generate(&mut g, &Mix::RECOVERY);
     let straddle_groups: Vec<Straddle> = straddles(&mut g);
     let probe_users: Vec<String> = (0..2)
         .map(|i| format!("probe-{scenario}-{i}-{:08x}", g.rng.random::<u32>()))

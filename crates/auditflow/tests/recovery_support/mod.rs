@@ -8,8 +8,6 @@
 //!   own mnesia/log directories and ports, run as the `rabbitmq` user (so it
 //!   shares the node cookie with `rabbitmqctl`), stopped on drop.
 
-pub mod workload;
-
 use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::net::TcpListener;

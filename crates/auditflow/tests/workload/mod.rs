@@ -1,7 +1,13 @@
-//! The workload and its independent oracle, copied from `crash_safety.rs`
-//! (generator of rule units and noise; the two default rules re-implemented
-//! from their specification). Each (user, host) threshold group lives in
-//! exactly one request, so its processing order is known to the oracle.
+//! The workload and its independent oracle shared by `tests/distributed.rs`
+//! and `tests/recovery.rs`, adapted from `tests/crash_safety.rs`: ANLY-SEC-001
+//! bursts of every shape, ANLY-SEC-002 file modifications and noise, in the
+//! amounts of a [`Mix`], plus groups that straddle a fault. Each (user, host)
+//! threshold group lives in exactly one request, so its processing order is
+//! known to the oracle (the two default rules, re-implemented here from their
+//! specification).
+
+// Each test crate that includes this module uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 
@@ -10,12 +16,10 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// Noise events (batched 50..=200 per request) on top of the rule units.
-pub const NOISE_EVENTS: usize = 19_000;
 pub const RULE_BURST: &str = "ANLY-SEC-001";
 pub const RULE_FILE: &str = "ANLY-SEC-002";
 /// ANLY-SEC-001 parameters (crates/auditflow-rules/rules/default.toml).
@@ -32,6 +36,66 @@ const SENSITIVE: [&str; 4] = [
 /// Event times are spread over the day starting 2031-01-01T00:00:00Z.
 const BASE_SECS: i64 = 1_924_992_000;
 const SEC: i64 = 1_000_000;
+/// The start of the day event times are spread over: `RECOVERY_EVENT_BASE`
+/// (Unix seconds) if set, else [`BASE_SECS`] (in the future, as in
+/// `crash_safety.rs`).
+fn base_secs() -> i64 {
+    std::env::var("RECOVERY_EVENT_BASE")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(BASE_SECS)
+}
+/// How many units of each kind a workload holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Mix {
+    pub bursts: usize,
+    pub pairs: usize,
+    pub spreads: usize,
+    pub doubles: usize,
+    pub split_hosts: usize,
+    pub with_successes: usize,
+    pub shuffled: usize,
+    pub edges: usize,
+    pub files: usize,
+    /// Noise events on top of the rule units...
+    pub noise_events: usize,
+    /// ...batched this many (inclusive range) per request.
+    pub noise_batch: (usize, usize),
+}
+
+impl Mix {
+    /// ~21,700 events: the split-process test.
+    pub const SPLIT_ROLES: Mix = Mix {
+        bursts: 200,
+        pairs: 80,
+        spreads: 60,
+        doubles: 60,
+        split_hosts: 40,
+        with_successes: 60,
+        shuffled: 60,
+        edges: 60,
+        files: 60,
+        noise_events: 19_000,
+        noise_batch: (50, 200),
+    };
+
+    /// ~5,300 events over a ~20 s load: the recovery tests.
+    pub const RECOVERY: Mix = Mix {
+        bursts: 60,
+        pairs: 20,
+        spreads: 15,
+        doubles: 15,
+        split_hosts: 10,
+        with_successes: 15,
+        shuffled: 15,
+        edges: 20,
+        files: 20,
+        noise_events: 4_500,
+        noise_batch: (30, 120),
+    };
+}
+/// Straddling groups of each kind.
+const STRADDLES_PER_KIND: usize = 8;
 
 // ---------------------------------------------------------------------------
 // Workload
@@ -56,12 +120,23 @@ pub struct Unit {
 }
 
 /// One HTTP request of the workload, sent until it is answered 202.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Request {
     pub kind: &'static str,
     pub body: Bytes,
     pub content_type: &'static str,
     pub ids: Vec<Uuid>,
+}
+
+/// A JSON array request of `events`, in order.
+pub fn array_request(kind: &'static str, events: &[Value]) -> Request {
+    let ids = events.iter().map(event_id).collect();
+    Request {
+        kind,
+        body: Bytes::from(serde_json::to_vec(events).expect("json")),
+        content_type: "application/json",
+        ids,
+    }
 }
 
 impl Unit {
@@ -107,12 +182,20 @@ fn timestamp(micros: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-struct Gen {
-    rng: StdRng,
-    seq: u64,
+pub struct Gen {
+    pub rng: StdRng,
+    pub seq: u64,
 }
 
 impl Gen {
+    /// A generator seeded with `seed` (the same seed gives the same workload).
+    pub fn new(seed: u64) -> Gen {
+        Gen {
+            rng: rand::SeedableRng::seed_from_u64(seed),
+            seq: 0,
+        }
+    }
+
     fn id(&mut self) -> Uuid {
         uuid::Builder::from_random_bytes(self.rng.random()).into_uuid()
     }
@@ -124,7 +207,7 @@ impl Gen {
 
     /// A random event time within the day, with a microsecond part.
     fn t0(&mut self) -> i64 {
-        (BASE_SECS + self.rng.random_range(0..86_400)) * SEC + self.rng.random_range(0..SEC)
+        (base_secs() + self.rng.random_range(0..86_400)) * SEC + self.rng.random_range(0..SEC)
     }
 
     fn ip(&mut self) -> String {
@@ -475,38 +558,36 @@ impl Gen {
     }
 }
 
-/// The whole workload, in send order (requests are pulled in this order).
-pub fn generate(seed: u64) -> Vec<Unit> {
-    let mut g = Gen {
-        rng: StdRng::seed_from_u64(seed),
-        seq: 0,
-    };
+/// The load's units, in send order (requests are pulled in this order):
+/// rule units of every kind among noise, each (user, host) group in exactly
+/// one unit.
+pub fn generate(g: &mut Gen, mix: &Mix) -> Vec<Unit> {
     let mut units = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..mix.bursts {
         units.push(g.burst());
     }
-    for _ in 0..80 {
+    for _ in 0..mix.pairs {
         units.push(g.pair());
     }
-    for _ in 0..60 {
+    for _ in 0..mix.spreads {
         units.push(g.spread());
     }
-    for _ in 0..60 {
+    for _ in 0..mix.doubles {
         units.push(g.double());
     }
-    for _ in 0..40 {
+    for _ in 0..mix.split_hosts {
         units.push(g.split_host());
     }
-    for _ in 0..60 {
+    for _ in 0..mix.with_successes {
         units.push(g.with_successes());
     }
-    for _ in 0..60 {
+    for _ in 0..mix.shuffled {
         units.push(g.shuffled());
     }
-    for variant in 0..60 {
+    for variant in 0..mix.edges {
         units.push(g.edge(variant));
     }
-    for i in 0..60 {
+    for i in 0..mix.files {
         let event = g.file_event(i % 3 != 0);
         units.push(Unit {
             kind: "single_file",
@@ -516,8 +597,9 @@ pub fn generate(seed: u64) -> Vec<Unit> {
         });
     }
     let mut noise = 0;
-    while noise < NOISE_EVENTS {
-        let n = g.rng.random_range(50..=200).min(NOISE_EVENTS - noise);
+    while noise < mix.noise_events {
+        let (low, high) = mix.noise_batch;
+        let n = g.rng.random_range(low..=high).min(mix.noise_events - noise);
         let events: Vec<Value> = (0..n).map(|_| g.noise_event()).collect();
         noise += n;
         let encoding = if g.rng.random_bool(0.25) {
@@ -536,12 +618,102 @@ pub fn generate(seed: u64) -> Vec<Unit> {
     units
 }
 
+/// A threshold group sent in two requests around the fault: `events[..split]`
+/// before it (and observed: stored, with its alerts), the rest after it.
+pub struct Straddle {
+    pub unit: Unit,
+    pub split: usize,
+}
+
+/// Groups that straddle the fault, and groups first seen after it.
+pub fn straddles(g: &mut Gen) -> Vec<Straddle> {
+    let mut out = Vec::new();
+    for _ in 0..STRADDLES_PER_KIND {
+        // Two failures before, 1..=3 after, all within 55 s: fires once, on
+        // the first failure after the fault (needs the two before).
+        let (user, host) = g.group();
+        let t0 = g.t0();
+        let after = g.rng.random_range(1..=3);
+        let mut times = vec![t0, t0 + 10 * SEC];
+        for i in 0..after {
+            times.push(t0 + (20 + 10 * i) * SEC + g.rng.random_range(0..SEC));
+        }
+        let events = g.failures(&user, &host, &times);
+        out.push(Straddle {
+            unit: g.unit("straddle_fires_after", Some(1), events),
+            split: 2,
+        });
+
+        // Three failures before (fires on the third), 1..=2 after within the
+        // cooldown: must not fire again.
+        let (user, host) = g.group();
+        let t0 = g.t0();
+        let after = g.rng.random_range(1..=2);
+        let mut times = vec![t0, t0 + 5 * SEC, t0 + 10 * SEC];
+        for i in 0..after {
+            times.push(t0 + (30 + 10 * i) * SEC + g.rng.random_range(0..SEC));
+        }
+        let events = g.failures(&user, &host, &times);
+        out.push(Straddle {
+            unit: g.unit("straddle_cooldown", Some(1), events),
+            split: 3,
+        });
+
+        // One failure before, one after: below the threshold.
+        let (user, host) = g.group();
+        let t0 = g.t0();
+        let events = g.failures(&user, &host, &[t0, t0 + 20 * SEC]);
+        out.push(Straddle {
+            unit: g.unit("straddle_pair", Some(0), events),
+            split: 1,
+        });
+
+        // First seen after the fault: two failures (no fire) ...
+        let (user, host) = g.group();
+        let t0 = g.t0();
+        let events = g.failures(&user, &host, &[t0, t0 + 15 * SEC]);
+        out.push(Straddle {
+            unit: g.unit("fresh_pair", Some(0), events),
+            split: 0,
+        });
+        // ... and three (fires once).
+        let (user, host) = g.group();
+        let t0 = g.t0();
+        let events = g.failures(&user, &host, &[t0, t0 + 15 * SEC, t0 + 30 * SEC]);
+        out.push(Straddle {
+            unit: g.unit("fresh_burst", Some(1), events),
+            split: 0,
+        });
+    }
+    out
+}
+
+/// A sensitive file modification (ANLY-SEC-002, a stateless rule) by a
+/// user of its own: its alert, found again by `user_id`, shows that the whole
+/// pipeline (ingest, broker, analyze with the window state, notify, store)
+/// works end to end.
+pub fn probe_event(g: &mut Gen, user: &str) -> Value {
+    let t = g.t0();
+    g.event(
+        t,
+        "file-integrity-monitor",
+        "probe-host",
+        "file_modified",
+        "CRITICAL",
+        user,
+        "MODIFIED",
+        json!({ "resource": "/etc/shadow" }),
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Oracle: the default rules, implemented here from their specification.
 
 pub struct Expected {
     /// alert id -> (rule id, triggering event id).
     pub alerts: HashMap<Uuid, (&'static str, Uuid)>,
+    /// Per unit: the event ids ANLY-SEC-001 fires on.
+    pub fired: Vec<Vec<Uuid>>,
     pub burst_alerts: usize,
     pub file_alerts: usize,
 }
@@ -637,7 +809,10 @@ pub fn oracle(units: &[Unit]) -> Expected {
     assert!(wrong.is_empty(), "workload/oracle self-check: {wrong:#?}");
     Expected {
         alerts,
+        fired,
         burst_alerts,
         file_alerts,
     }
 }
+
+// ---------------------------------------------------------------------------

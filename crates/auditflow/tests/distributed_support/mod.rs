@@ -1,3 +1,0 @@
-//! Helpers of `tests/distributed.rs`.
-
-pub mod workload;
