@@ -1,5 +1,5 @@
-//! The workload and its independent oracle shared by `tests/distributed.rs`
-//! and `tests/recovery.rs`, adapted from `tests/crash_safety.rs`: ANLY-SEC-001
+//! The workload and its independent oracle shared by `tests/crash_safety.rs`,
+//! `tests/distributed.rs` and `tests/recovery.rs`: ANLY-SEC-001
 //! bursts of every shape, ANLY-SEC-002 file modifications and noise, in the
 //! amounts of a [`Mix`], plus groups that straddle a fault. Each (user, host)
 //! threshold group lives in exactly one request, so its processing order is
@@ -77,6 +77,12 @@ impl Mix {
         files: 60,
         noise_events: 19_000,
         noise_batch: (50, 200),
+    };
+
+    /// ~23,700 events: the kill -9 test.
+    pub const CRASH_SAFETY: Mix = Mix {
+        noise_events: 21_000,
+        ..Mix::SPLIT_ROLES
     };
 
     /// ~5,300 events over a ~20 s load: the recovery tests.
