@@ -47,7 +47,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod read_api;
 mod workload;
+use read_api::{get_json, list_all};
 use workload::{
     event_id, event_micros, oracle, str_field, Gen, Mix, Request, Unit, RULE_BURST, RULE_FILE,
 };
@@ -389,43 +391,6 @@ async fn client(
 // ---------------------------------------------------------------------------
 // Read API
 
-async fn get_json(api: &reqwest::Client, url: &str) -> Result<Value, String> {
-    let response = api
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("GET {url}: {status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}: {text}"))
-}
-
-/// Every item of a cursor-paginated listing.
-async fn list_all(api: &reqwest::Client, base: &str, path: &str) -> Result<Vec<Value>, String> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..10_000 {
-        let mut url = format!("{base}{path}?limit=1000");
-        if let Some(c) = &cursor {
-            url.push_str("&cursor=");
-            url.push_str(c);
-        }
-        let page = get_json(api, &url).await?;
-        items.extend(page["items"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return Ok(items),
-        }
-    }
-    Err(format!("{path}: more than 10 000 pages"))
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 struct QueueStats {
     ready: u64,
@@ -467,7 +432,7 @@ async fn wait_drained(api: &reqwest::Client, base: &str) -> Result<Vec<Value>, S
         let stats = queue_stats(api, base).await?;
         let empty = stats.values().all(|q| q.ready == 0 && q.unacked == 0);
         let last = if empty {
-            let events = list_all(api, base, "/v1/events").await?;
+            let events = list_all(api, base, "/v1/events", "").await?;
             if previous == Some(events.len()) {
                 return Ok(events);
             }
@@ -771,7 +736,7 @@ async fn every_acked_event_and_alert_survives_repeated_kill_9_under_load() {
         }
     };
     let drain_time = drain_started.elapsed();
-    let stored_alerts = list_all(&api, &base, "/v1/alerts").await;
+    let stored_alerts = list_all(&api, &base, "/v1/alerts", "").await;
     let stats = queue_stats(&api, &base).await;
 
     // 1. Every acked event stored exactly once, nothing else.

@@ -24,7 +24,9 @@
 //!
 //! `DISTRIBUTED_SEED=<u64>` replays the workload of test 1.
 
+mod read_api;
 mod workload;
+use read_api::{get_json, list_all};
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
@@ -469,43 +471,6 @@ async fn stop_all(procs: &mut [Proc]) -> Vec<String> {
 // ---------------------------------------------------------------------------
 // HTTP helpers
 
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("GET {url}: {status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}: {text}"))
-}
-
-/// Every item of a cursor-paginated listing.
-async fn list_all(http: &reqwest::Client, base: &str, path: &str) -> Result<Vec<Value>, String> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1_000 {
-        let mut url = format!("{base}{path}?limit=1000");
-        if let Some(c) = &cursor {
-            url.push_str("&cursor=");
-            url.push_str(c);
-        }
-        let page = get_json(http, &url).await?;
-        items.extend(page["items"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return Ok(items),
-        }
-    }
-    Err(format!("{path}: more than 1 000 pages"))
-}
-
 /// `/v1/queues` of the api process: queue -> (ready, unacked, dead_lettered).
 async fn api_queues(
     http: &reqwest::Client,
@@ -933,8 +898,8 @@ async fn wait_drained(
                 && n(q, "messages_unacknowledged") == 0
         });
         let last = if empty {
-            let events = list_all(http, api, "/v1/events").await?;
-            let alerts = list_all(http, api, "/v1/alerts").await?;
+            let events = list_all(http, api, "/v1/events", "").await?;
+            let alerts = list_all(http, api, "/v1/alerts", "").await?;
             let counts = (events.len(), alerts.len());
             if previous == Some(counts) {
                 return Ok((events, alerts, observations));
@@ -1533,8 +1498,8 @@ async fn legacy_python_generator_messages_are_analysed_and_notified() {
     let burst = alert_id_for(RULE_BURST, logins[2].0);
     let passwd = alert_id_for(RULE_FILE, file_id);
     let outcome = eventually(Duration::from_secs(30), || async {
-        let events = list_all(&http, &api, "/v1/events").await?;
-        let alerts = list_all(&http, &api, "/v1/alerts").await?;
+        let events = list_all(&http, &api, "/v1/events", "").await?;
+        let alerts = list_all(&http, &api, "/v1/alerts", "").await?;
         let (lines, _, _) = read_alert_file(&alerts_file);
         if events.len() < expected_events.len() || alerts.len() < 2 || lines.len() < 2 {
             return Err(format!(
@@ -1770,7 +1735,7 @@ async fn poison_messages_end_in_the_dlq_with_a_reason_and_never_block() {
 
     let good_set: HashSet<Uuid> = good.iter().copied().collect();
     let drained = eventually(Duration::from_secs(30), || async {
-        let events = list_all(&http, &api, "/v1/events").await?;
+        let events = list_all(&http, &api, "/v1/events", "").await?;
         let stored: HashSet<Uuid> = ids_of(&events, "event_id").into_iter().collect();
         let queues = iso.queues().await?;
         let q = &queues[EVENTS_QUEUE];

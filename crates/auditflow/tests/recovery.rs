@@ -32,8 +32,10 @@
 //! Set `RECOVERY_SEED=<u64>` to replay a workload. On failure the temporary
 //! directory (data, `auditflow.stderr.log`) is kept and its path printed.
 
+mod read_api;
 mod recovery_support;
 mod workload;
+use read_api::{get_json, list_all};
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -320,52 +322,6 @@ async fn watch_readiness(shared: Arc<Shared>, stop: CancellationToken) -> Vec<(D
 
 // ---------------------------------------------------------------------------
 // Read API
-
-async fn get_json(api: &reqwest::Client, url: &str) -> Result<Value, String> {
-    let response = api
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("GET {url}: {status}: {text}"));
-    }
-    serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}: {text}"))
-}
-
-/// Every item of a cursor-paginated listing (`query` without `?`/`&`).
-async fn list_all(
-    api: &reqwest::Client,
-    base: &str,
-    path: &str,
-    query: &str,
-) -> Result<Vec<Value>, String> {
-    let mut items = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..10_000 {
-        let mut url = format!("{base}{path}?limit=1000");
-        if !query.is_empty() {
-            url.push('&');
-            url.push_str(query);
-        }
-        if let Some(c) = &cursor {
-            url.push_str("&cursor=");
-            url.push_str(c);
-        }
-        let page = get_json(api, &url).await?;
-        items.extend(page["items"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_string()),
-            None => return Ok(items),
-        }
-    }
-    Err(format!("{path}: more than 10 000 pages"))
-}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct QueueStats {
