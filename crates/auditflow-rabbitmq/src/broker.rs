@@ -47,6 +47,12 @@ impl RabbitBroker {
                 "confirm_batch must be at least 1".into(),
             ));
         }
+        if config.frame_max < 4096 {
+            // AMQP 0-9-1 frame-min-size: a peer may not propose less.
+            return Err(ConfigError::Invalid(
+                "frame_max must be at least 4096".into(),
+            ));
+        }
         if config.delivery_limit == 0 {
             return Err(ConfigError::Invalid(
                 "delivery_limit must be at least 1".into(),
@@ -111,7 +117,7 @@ impl Broker for RabbitBroker {
             let items: Vec<Outgoing> = chunk
                 .iter()
                 .map(|m| Outgoing {
-                    payload: m.payload.to_vec(),
+                    payload: m.payload.clone(),
                     properties: properties(m),
                 })
                 .collect();

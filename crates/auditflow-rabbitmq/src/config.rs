@@ -98,6 +98,12 @@ pub struct RabbitConfig {
     /// Changing it for an existing queue requires deleting the queue first
     /// (RabbitMQ refuses to redeclare a queue with other arguments).
     pub single_active_consumer: Vec<String>,
+    /// Largest AMQP frame we propose, in bytes, unless the URL sets
+    /// `frame_max` itself. lapin keeps a send and a receive ring buffer of 32
+    /// frames each per connection, so RabbitMQ's default of 128 KiB costs
+    /// 8 MiB of resident memory per process; audit events are well under a
+    /// kilobyte, and larger messages are simply split into more body frames.
+    pub frame_max: u32,
 }
 
 impl Default for RabbitConfig {
@@ -114,6 +120,7 @@ impl Default for RabbitConfig {
             dead_letter_scan_limit: 1000,
             connection_name: "auditflow".to_string(),
             single_active_consumer: Vec::new(),
+            frame_max: 32 * 1024,
         }
     }
 }

@@ -94,7 +94,7 @@ pub(crate) async fn publish_dead_letter(
         AMQPValue::LongLongInt(i64::from(delivery_count)),
     );
     let item = Outgoing {
-        payload: payload.to_vec(),
+        payload: bytes::Bytes::copy_from_slice(payload),
         properties: properties
             .clone()
             .with_headers(headers)
@@ -297,7 +297,7 @@ pub(crate) async fn redrive(shared: &Shared, queue: &str, id: &str) -> Result<bo
                 }
             }
             let item = Outgoing {
-                payload: d.data,
+                payload: d.data.into(),
                 properties,
             };
             let deadline = Instant::now() + shared.config.publish_timeout;

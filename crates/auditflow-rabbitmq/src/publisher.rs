@@ -21,7 +21,7 @@ use crate::topology;
 /// One message ready for the wire.
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
     pub properties: BasicProperties,
 }
 

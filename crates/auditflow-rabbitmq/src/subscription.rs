@@ -54,7 +54,8 @@ struct Held {
     amqp_tag: u64,
     channel: Channel,
     acker: Acker,
-    payload: Vec<u8>,
+    /// Shared with the delivery handed out (one copy of the body, not two).
+    payload: Bytes,
     properties: BasicProperties,
     delivery_count: u32,
     key: String,
@@ -127,6 +128,7 @@ impl RabbitSubscription {
             self.purge_stale();
         }
         let d = incoming.delivery;
+        let payload = Bytes::from(d.data);
         let tag = (incoming.epoch << EPOCH_SHIFT) | d.delivery_tag;
         let message = Message {
             message_id: d
@@ -135,7 +137,7 @@ impl RabbitSubscription {
                 .as_ref()
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
-            payload: Bytes::copy_from_slice(&d.data),
+            payload: payload.clone(),
             headers: from_field_table(d.properties.headers().as_ref()),
         };
         let delivery = Delivery {
@@ -151,7 +153,7 @@ impl RabbitSubscription {
                 amqp_tag: d.delivery_tag,
                 channel: incoming.channel,
                 acker: d.acker,
-                payload: d.data,
+                payload,
                 properties: d.properties,
                 delivery_count: incoming.delivery_count,
                 key: incoming.key,

@@ -18,6 +18,7 @@ use auditflow_core::broker::BrokerError;
 use futures_util::StreamExt;
 use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -334,7 +335,13 @@ async fn connect(shared: &Shared) -> Result<Connection, lapin::Error> {
     let props = ConnectionProperties::default()
         .with_connection_name(shared.config.connection_name.clone().into());
     let timeout = shared.config.reconnect.max.max(Duration::from_secs(5));
-    match tokio::time::timeout(timeout, Connection::connect(&shared.config.url, props)).await {
+    let mut uri: AMQPUri = shared.config.url.parse().map_err(|e: String| {
+        lapin::Error::from(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+    })?;
+    if uri.query.frame_max.is_none() {
+        uri.query.frame_max = Some(shared.config.frame_max);
+    }
+    match tokio::time::timeout(timeout, Connection::connect_uri(uri, props)).await {
         Ok(r) => r,
         Err(_) => Err(lapin::Error::from(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
