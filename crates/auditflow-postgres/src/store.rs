@@ -20,7 +20,8 @@ use auditflow_core::store::{
     StoreError, StoredAlert, StoredEvent,
 };
 use chrono::{DateTime, Utc};
-use tokio_postgres::Row;
+use deadpool_postgres::GenericClient;
+use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use crate::config::PgConfig;
@@ -70,6 +71,43 @@ const INSERT_EVENTS: &str = "WITH new AS (
     WHERE name = 'events' AND shard = $11 AND EXISTS (SELECT 1 FROM new)
 )
 SELECT count(*) FROM new";
+
+/// Runs the batched event insert for one chunk; the number of new events.
+async fn insert_event_chunk(
+    client: &impl GenericClient,
+    stmt: &Statement,
+    c: &EventColumns,
+    shard: i16,
+) -> Result<u64, PgError> {
+    let row = client
+        .query_one(
+            stmt,
+            &[
+                &c.ids,
+                &c.ts,
+                &c.event_type,
+                &c.user_id,
+                &c.host,
+                &c.severity,
+                &c.source_service,
+                &c.action_result,
+                &c.resource,
+                &c.json,
+                &shard,
+            ],
+        )
+        .await
+        .map_err(PgError::db("cannot insert events"))?;
+    let new: i64 = row.get(0);
+    Ok(u64::try_from(new).unwrap_or(0))
+}
+
+/// Most rows one batched statement carries. tokio-postgres encodes a whole
+/// statement into one buffer, and its connection keeps its write buffer at
+/// the largest size it has seen: a 1,024-event statement left several MiB
+/// resident per pooled connection. Batches larger than this are split into
+/// statements of this size inside one transaction.
+const ROWS_PER_STATEMENT: usize = 256;
 
 const INSERT_ALERTS: &str = "WITH new AS (
     INSERT INTO alerts (alert_id, correlation_id, timestamp, received_at, alert_name, alert_type,
@@ -122,11 +160,9 @@ struct EventColumns {
 }
 
 impl EventColumns {
-    fn new(events: &[Event]) -> Result<EventColumns, PgError> {
-        let mut sorted: Vec<&Event> = events.iter().collect();
-        sorted.sort_by_key(|e| e.event_id);
+    fn new(events: &[&Event]) -> Result<EventColumns, PgError> {
         let mut c = EventColumns::default();
-        for e in sorted {
+        for e in events {
             c.json.push(encode("event", e.event_id, e)?);
             c.ids.push(e.event_id);
             c.ts.push(e.timestamp);
@@ -284,35 +320,37 @@ impl PgStore {
     }
 
     async fn insert_events_inner(&self, events: &[Event]) -> Result<u64, PgError> {
-        let c = EventColumns::new(events)?;
+        // Sorted by id so that concurrent batches take row locks in one order.
+        let mut sorted: Vec<&Event> = events.iter().collect();
+        sorted.sort_by_key(|e| e.event_id);
+        let chunks = sorted
+            .chunks(ROWS_PER_STATEMENT)
+            .map(EventColumns::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let shard = self.shard();
         self.pool
-            .run("insert_events", |client| async move {
+            .run("insert_events", |mut client| async move {
                 let stmt = client
                     .prepare_cached(INSERT_EVENTS)
                     .await
                     .map_err(PgError::db("cannot prepare event insert"))?;
-                let row = client
-                    .query_one(
-                        &stmt,
-                        &[
-                            &c.ids,
-                            &c.ts,
-                            &c.event_type,
-                            &c.user_id,
-                            &c.host,
-                            &c.severity,
-                            &c.source_service,
-                            &c.action_result,
-                            &c.resource,
-                            &c.json,
-                            &shard,
-                        ],
-                    )
+                if let [only] = chunks.as_slice() {
+                    return insert_event_chunk(&client, &stmt, only, shard).await;
+                }
+                // One transaction, so a batch costs one commit however many
+                // statements it takes.
+                let tx = client
+                    .transaction()
                     .await
-                    .map_err(PgError::db("cannot insert events"))?;
-                let new: i64 = row.get(0);
-                Ok(u64::try_from(new).unwrap_or(0))
+                    .map_err(PgError::db("cannot begin event insert"))?;
+                let mut new = 0;
+                for c in &chunks {
+                    new += insert_event_chunk(&tx, &stmt, c, shard).await?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(PgError::db("cannot commit event insert"))?;
+                Ok(new)
             })
             .await
     }

@@ -61,6 +61,33 @@ async fn inserts_are_idempotent_and_counted() {
     assert!(store.alert(Uuid::nil()).await.unwrap().is_none());
 }
 
+/// A batch larger than one statement carries (256 rows) is split into
+/// several statements in one transaction: still each event once, counted
+/// once, also when a duplicate id straddles two statements.
+#[tokio::test]
+async fn a_batch_of_several_statements_is_stored_once_and_counted_exactly() {
+    let db = TestDb::new();
+    let store = db.store().await;
+    let mut batch: Vec<Event> = (0..600).map(|n| login(n, n as i64)).collect();
+    // Sorted by id, ids 255 and 256 border the first two statements; a
+    // second copy of 255 makes the duplicate fall on both sides.
+    batch.push(login(255, 255));
+    batch.push(login(599, 599));
+    assert_eq!(store.insert_events(&batch).await.unwrap(), 600);
+    assert_eq!(store.insert_events(&batch).await.unwrap(), 0, "redelivery");
+    let mut overlapping: Vec<Event> = (500..900).map(|n| login(n, n as i64)).collect();
+    overlapping.reverse();
+    assert_eq!(store.insert_events(&overlapping).await.unwrap(), 300);
+    assert_eq!(store.counts().await.unwrap().events, 900);
+    let raw = db.raw().await;
+    let exact: i64 = raw
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(exact, 900);
+}
+
 #[tokio::test]
 async fn unknown_fields_and_both_resource_forms_round_trip() {
     let db = TestDb::new();
