@@ -111,6 +111,13 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Most events accepted in one request.
     pub max_events_per_request: usize,
+    /// Request bodies (bytes) that ingest parses and publishes at once,
+    /// across all requests. Parsed events and their messages take several
+    /// times their body's size until the broker has confirmed them, so this
+    /// bounds ingest's memory however many clients send at once; a request
+    /// beyond it waits its turn (within `request_timeout`). A body larger
+    /// than the bound is taken alone.
+    pub max_bytes_in_flight: usize,
     /// How long a request may take before it is answered 503.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -130,6 +137,7 @@ impl Default for HttpConfig {
             allow_unauthenticated: false,
             max_body_bytes: 8 * 1024 * 1024,
             max_events_per_request: 10_000,
+            max_bytes_in_flight: 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
             rate_limit: resilience::RateLimitConfig::default(),
@@ -342,6 +350,7 @@ impl Config {
                 "http.max_events_per_request",
                 self.http.max_events_per_request,
             ),
+            ("http.max_bytes_in_flight", self.http.max_bytes_in_flight),
         ] {
             if value == 0 {
                 return Err(ConfigError::Inconsistent {
@@ -349,6 +358,12 @@ impl Config {
                     reason: "must be at least 1".into(),
                 });
             }
+        }
+        if u32::try_from(self.http.max_bytes_in_flight).is_err() {
+            return Err(ConfigError::Inconsistent {
+                key: "http.max_bytes_in_flight",
+                reason: "must be at most 4 GiB".into(),
+            });
         }
         let b = &self.backends;
         if !(b.broker == "embedded"

@@ -29,4 +29,6 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Per-client ingest rate limiter, when `[http.rate_limit]` is enabled.
     pub ingest_limiter: Option<Arc<resilience::KeyedRateLimiter<String>>>,
+    /// Permits for request-body bytes being ingested (`http.max_bytes_in_flight`).
+    pub ingest_in_flight: Arc<tokio::sync::Semaphore>,
 }

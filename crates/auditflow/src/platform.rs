@@ -89,6 +89,9 @@ pub fn build_context(
         health: Arc::new(Health::default()),
         shutdown,
         ingest_limiter: config_limiter(&ctx_config),
+        ingest_in_flight: Arc::new(tokio::sync::Semaphore::new(
+            ctx_config.http.max_bytes_in_flight,
+        )),
     };
     Ok((ctx, policies))
 }

@@ -252,3 +252,32 @@ async fn a_client_over_its_rate_is_refused_with_retry_after() {
         "the refused request stored nothing"
     );
 }
+
+/// `http.max_bytes_in_flight` makes concurrent requests take turns; it never
+/// refuses one, also when a single body is larger than the whole bound.
+#[tokio::test]
+async fn requests_beyond_the_in_flight_bound_wait_their_turn_and_are_accepted() {
+    let h = harness(|config, _| config.http.max_bytes_in_flight = 600);
+    let bodies: Vec<String> = (0..8u32)
+        .map(|r| json!((0..5).map(|i| event(r * 10 + i)).collect::<Vec<_>>()).to_string())
+        .collect();
+    assert!(
+        bodies.iter().all(|b| b.len() > 600),
+        "each body exceeds the bound"
+    );
+    let answers = futures::future::join_all(
+        bodies
+            .into_iter()
+            .map(|body| post(&h.ctx, "/v1/events", body, None)),
+    )
+    .await;
+    for (status, _, body) in &answers {
+        assert_eq!(*status, StatusCode::ACCEPTED, "{body}");
+    }
+    assert_eq!(queued(&h.ctx).await, 40);
+    assert_eq!(
+        h.ctx.ingest_in_flight.available_permits(),
+        600,
+        "every permit is returned"
+    );
+}

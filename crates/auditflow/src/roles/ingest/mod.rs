@@ -9,23 +9,25 @@
 //! is 400 with a reason per item and nothing is stored. With `?partial=true`
 //! the valid items are accepted (202) and the invalid ones listed.
 
+mod items;
+
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 use auditflow_core::broker::{
     BrokerError, Headers, Message, HEADER_CORRELATION_ID, HEADER_INGESTED_AT,
 };
-use auditflow_core::event::{Event, EventError};
+use auditflow_core::event::Event;
 use auditflow_core::time::format_timestamp;
 
 use crate::context::Context;
 use crate::metrics::ResultLabel;
+use items::{for_each_item, MalformedBody};
 
 /// Query parameters of `POST /v1/events`.
 #[derive(Debug, Default, Deserialize)]
@@ -59,30 +61,6 @@ pub struct Accepted {
     pub rejected: Vec<ItemError>,
 }
 
-/// Splits a body into items: one JSON value (object or array), or NDJSON.
-fn split_items(body: &[u8]) -> Result<Vec<Result<Value, EventError>>, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err("empty body".into());
-    }
-    match serde_json::from_str::<Value>(trimmed) {
-        Ok(Value::Array(items)) => Ok(items.into_iter().map(Ok).collect()),
-        Ok(value) => Ok(vec![Ok(value)]),
-        Err(_) if trimmed.starts_with('[') => Err("body is not valid JSON".into()),
-        Err(_) => Ok(trimmed
-            .lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| {
-                serde_json::from_str::<Value>(line).map_err(|e| EventError {
-                    field: "$".into(),
-                    reason: format!("invalid JSON: {e}"),
-                })
-            })
-            .collect()),
-    }
-}
-
 fn error_body(status: StatusCode, message: &str, retry_after: Option<u64>) -> Response {
     let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();
     if let Some(secs) = retry_after {
@@ -103,40 +81,31 @@ pub async fn post_events(
     if ctx.health.is_draining() {
         return error_body(StatusCode::SERVICE_UNAVAILABLE, "shutting down", Some(5));
     }
-    let items = match split_items(&body) {
-        Ok(items) => items,
-        Err(reason) => {
-            ctx.metrics
-                .events_rejected
-                .get_or_create(&ResultLabel {
-                    result: "malformed_body",
-                })
-                .inc();
-            return error_body(StatusCode::BAD_REQUEST, &reason, None);
-        }
+    // Held until the broker has confirmed this request's events (or refused
+    // them): what bounds the memory of ingest as a whole.
+    let bound = ctx.config.http.max_bytes_in_flight;
+    let Ok(_in_flight) = ctx
+        .ingest_in_flight
+        .acquire_many(u32::try_from(body.len().clamp(1, bound)).unwrap_or(u32::MAX))
+        .await
+    else {
+        return error_body(StatusCode::SERVICE_UNAVAILABLE, "shutting down", Some(5));
     };
-    let limit = ctx.config.http.max_events_per_request;
-    if items.len() > limit {
-        return error_body(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "{} events in one request; the limit is {limit}",
-                items.len()
-            ),
-            None,
-        );
-    }
     let request_correlation = headers
         .get("x-correlation-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| v.len() <= 128)
         .map(str::to_string);
     let ingested_at = format_timestamp(&chrono::Utc::now());
-    let mut accepted = Vec::with_capacity(items.len());
+    let limit = ctx.config.http.max_events_per_request;
+    let mut accepted = Vec::new();
     let mut assigned_ids = Vec::new();
     let mut rejected = Vec::new();
-    let mut messages = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
+    let mut messages = Vec::new();
+    let mut index = 0;
+    // Each item becomes its wire message (or its reason) as soon as it is
+    // parsed; see `items` for why.
+    let count = for_each_item(&body, limit, |item| {
         match item.and_then(Event::from_value) {
             Ok(parsed) => {
                 let event = parsed.event;
@@ -164,6 +133,26 @@ pub async fn post_events(
                 reason: e.reason,
             }),
         }
+        index += 1;
+    });
+    let count = match count {
+        Ok(count) => count,
+        Err(MalformedBody(reason)) => {
+            ctx.metrics
+                .events_rejected
+                .get_or_create(&ResultLabel {
+                    result: "malformed_body",
+                })
+                .inc();
+            return error_body(StatusCode::BAD_REQUEST, &reason, None);
+        }
+    };
+    if count > limit {
+        return error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("{count} events in one request; the limit is {limit}"),
+            None,
+        );
     }
     if !rejected.is_empty() {
         ctx.metrics
@@ -181,14 +170,14 @@ pub async fn post_events(
                 .into_response();
         }
     }
-    let count = messages.len() as u64;
+    let published = messages.len() as u64;
     match ctx
         .broker
         .publish(&ctx.config.broker.events_queue, messages)
         .await
     {
         Ok(()) => {
-            ctx.metrics.events_ingested.inc_by(count);
+            ctx.metrics.events_ingested.inc_by(published);
             (
                 StatusCode::ACCEPTED,
                 Json(Accepted {
@@ -205,7 +194,7 @@ pub async fn post_events(
                 .get_or_create(&ResultLabel {
                     result: "queue_full",
                 })
-                .inc_by(count);
+                .inc_by(published);
             error_body(
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!("queue {queue} is full ({depth} messages); retry later"),
@@ -218,7 +207,7 @@ pub async fn post_events(
                 .get_or_create(&ResultLabel {
                     result: "unavailable",
                 })
-                .inc_by(count);
+                .inc_by(published);
             tracing::warn!(error = %e, "publish failed; answering 503");
             error_body(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -226,21 +215,5 @@ pub async fn post_events(
                 Some(2),
             )
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_objects_arrays_and_ndjson() {
-        assert_eq!(split_items(br#"{"a":1}"#).unwrap().len(), 1);
-        assert_eq!(split_items(br#"[{"a":1},{"a":2}]"#).unwrap().len(), 2);
-        let ndjson = split_items(b"{\"a\":1}\n\n{\"a\":2}\n{oops\n").unwrap();
-        assert_eq!(ndjson.len(), 3);
-        assert!(ndjson[2].is_err());
-        assert!(split_items(b"[{\"a\":1},").is_err());
-        assert!(split_items(b"  ").is_err());
     }
 }
