@@ -9,13 +9,15 @@ use maud::{html, Markup};
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 120.0;
 
-/// A column chart of `values` (oldest first), one column per value, scaled
-/// to the largest. `label` describes it for screen readers; `unit` is
-/// appended to the maximum shown on the axis.
-pub fn columns(label: &str, values: &[f64], unit: &str) -> Markup {
+/// A column chart of `values` (oldest first) in `slots` columns, newest at
+/// the right (so a series that is still filling up does not stretch), scaled
+/// to the largest value. `label` describes it for screen readers; `unit` is
+/// appended to the maximum shown under it.
+pub fn columns(label: &str, values: &[f64], unit: &str, slots: usize) -> Markup {
     let max = values.iter().copied().fold(0.0_f64, f64::max);
-    let count = values.len().max(1) as f64;
-    let slot = WIDTH / count;
+    let slots = slots.max(values.len()).max(1);
+    let offset = slots - values.len();
+    let slot = WIDTH / slots as f64;
     let gap = (slot * 0.15).min(2.0);
     html! {
         figure.chart {
@@ -23,7 +25,7 @@ pub fn columns(label: &str, values: &[f64], unit: &str) -> Markup {
                 line.axis x1="0" y1=(HEIGHT) x2=(WIDTH) y2=(HEIGHT) {}
                 @for (i, value) in values.iter().enumerate() {
                     @let height = if max > 0.0 { value / max * (HEIGHT - 4.0) } else { 0.0 };
-                    rect.bar x=(format!("{:.2}", i as f64 * slot + gap / 2.0)) y=(format!("{:.2}", HEIGHT - height))
+                    rect.bar x=(format!("{:.2}", (offset + i) as f64 * slot + gap / 2.0)) y=(format!("{:.2}", HEIGHT - height))
                         width=(format!("{:.2}", (slot - gap).max(0.5))) height=(format!("{:.2}", height)) {
                         title { (format_value(*value)) (unit) }
                     }
@@ -72,10 +74,17 @@ mod tests {
 
     #[test]
     fn columns_scale_to_the_largest_value() {
-        let svg = columns("events/s", &[0.0, 5.0, 10.0], " /s").0;
+        let svg = columns("events/s", &[0.0, 5.0, 10.0], " /s", 3).0;
         assert_eq!(svg.matches("<rect").count(), 3);
         assert!(svg.contains("height=\"116.00\""), "{svg}");
         assert!(svg.contains("max 10 /s"), "{svg}");
+    }
+
+    #[test]
+    fn a_short_series_sits_at_the_right_in_narrow_columns() {
+        let svg = columns("alerts", &[1.0], "", 60).0;
+        assert!(svg.contains("x=\"590.75\""), "{svg}");
+        assert!(svg.contains("width=\"8.50\""), "{svg}");
     }
 
     #[test]

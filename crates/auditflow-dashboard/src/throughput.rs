@@ -83,11 +83,6 @@ impl Throughput {
         rates
     }
 
-    /// The newest totals, if any were sampled.
-    pub fn latest(&self) -> Option<StoreCounts> {
-        self.lock().back().map(|s| s.counts)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Sample>> {
         match self.samples.lock() {
             Ok(samples) => samples,
@@ -120,7 +115,6 @@ mod tests {
                 alerts: vec![1.0, 0.0]
             }
         );
-        assert_eq!(throughput.latest(), Some(counts(200, 3)));
     }
 
     #[test]

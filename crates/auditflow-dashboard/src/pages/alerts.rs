@@ -267,7 +267,7 @@ pub async fn detail(
                 }
                 p { "Playbook: " (view::external_link(&alert.metadata.playbook_url)) }
             }
-            section.panel #alert-deliveries { h2 { "Delivery per channel" } (deliveries) }
+            section.panel.wide #alert-deliveries { h2 { "Delivery per channel" } (deliveries) }
             section.panel.wide #alert-trigger { h2 { "Triggering event" } (trigger) }
             section.panel.wide #alert-related {
                 h2 { "Related events (same user and host, 5 min before to 1 min after)" }

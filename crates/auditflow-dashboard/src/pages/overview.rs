@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use auditflow_core::store::{AlertQuery, StoredAlert, MAX_PAGE};
+use auditflow_core::store::{AlertQuery, StoreCounts, StoredAlert, MAX_PAGE};
 use auditflow_core::Severity;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -19,7 +19,7 @@ use maud::{html, Markup};
 
 use crate::panel::{fetch, PANEL_TIMEOUT};
 use crate::view::{self, Nav, BASE};
-use crate::{chart, Dashboard};
+use crate::{chart, throughput, Dashboard};
 
 /// How often the browser refreshes live panels, in milliseconds.
 pub const REFRESH_MS: u32 = 2000;
@@ -72,7 +72,7 @@ async fn panels(dashboard: &Dashboard) -> Markup {
     let memory = &dashboard.memory;
     let throughput = counts.map(|counts| {
         dashboard.throughput.record(Instant::now(), counts);
-        throughput_panel(dashboard)
+        throughput_panel(dashboard, counts)
     });
     let breakdown = breakdown.map(|page| Breakdown::of(&page.items, page.next_cursor.is_some()));
     html! {
@@ -114,15 +114,14 @@ fn wide_section(title: &str, key: &str, body: Markup) -> Markup {
     }
 }
 
-fn throughput_panel(dashboard: &Dashboard) -> Markup {
+fn throughput_panel(dashboard: &Dashboard, totals: StoreCounts) -> Markup {
     let rates = dashboard.throughput.rates();
-    let totals = dashboard.throughput.latest().unwrap_or_default();
     html! {
         @if rates.events.is_empty() {
             p.muted { "Measuring: rates appear after the next refresh." }
         } @else {
-            (chart::columns("events stored per second", &rates.events, "/s"))
-            (chart::columns("alerts stored per second", &rates.alerts, "/s"))
+            (chart::columns("events stored per second", &rates.events, "/s", throughput::KEEP - 1))
+            (chart::columns("alerts stored per second", &rates.alerts, "/s", throughput::KEEP - 1))
         }
         p.totals { span { (totals.events) " events" } " · " span { (totals.alerts) " alerts" } " stored" }
     }
@@ -212,7 +211,7 @@ impl Breakdown {
 
     fn timeline(&self) -> Markup {
         html! {
-            (chart::columns("alerts per minute", &self.per_minute, ""))
+            (chart::columns("alerts per minute", &self.per_minute, "", self.per_minute.len()))
             @if self.truncated {
                 p.muted { "Counting the newest " (MAX_PAGE) " alerts only." }
             }
