@@ -91,7 +91,7 @@ impl Broker for SwitchableBroker {
 struct Fixture {
     app: Router,
     broker: Arc<SwitchableBroker>,
-    _embedded: Embedded,
+    embedded: Embedded,
     _dir: tempfile::TempDir,
 }
 
@@ -128,7 +128,7 @@ async fn fixture(token: Option<&str>) -> Fixture {
     Fixture {
         app,
         broker,
-        _embedded: embedded,
+        embedded,
         _dir: dir,
     }
 }
@@ -310,4 +310,107 @@ async fn with_a_token_pages_need_the_bearer_or_a_session() {
         .await
         .expect("response");
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+/// `count` alerts from the legacy fixture, one second apart, newest last.
+fn alerts(count: usize) -> Vec<auditflow_core::Alert> {
+    let fixture =
+        include_bytes!("../../auditflow-api/tests/fixtures/alert-failed-login-burst.json");
+    let template = auditflow_core::Alert::from_slice(fixture).expect("fixture alert");
+    let start = chrono::Utc::now() - chrono::Duration::seconds(count as i64);
+    (0..count)
+        .map(|i| {
+            let mut alert = template.clone();
+            alert.alert_id = uuid::Uuid::new_v4();
+            alert.correlation_id = uuid::Uuid::new_v4();
+            alert.timestamp = start + chrono::Duration::seconds(i as i64);
+            alert
+        })
+        .collect()
+}
+
+/// The `href` of the link marked `rel="next"`, decoded from HTML.
+fn next_link(page: &str) -> Option<String> {
+    let tail = page.split("rel=\"next\" href=\"").nth(1)?;
+    Some(tail.split('"').next()?.replace("&amp;", "&"))
+}
+
+#[tokio::test]
+async fn the_alerts_list_pages_with_a_cursor_and_keeps_its_filters() {
+    let f = fixture(None).await;
+    let store = f.embedded.store();
+    store.insert_alerts(&alerts(70)).await.expect("insert");
+
+    let (status, first) = get(&f.app, "/dashboard/alerts?rule_id=ANLY-SEC-001", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(first.matches("<tr data-alert-id").count(), 50);
+    assert!(
+        first.contains("data-refresh=\"/dashboard/alerts?rule_id=ANLY-SEC-001&amp;partial=1\""),
+        "the first page is not live"
+    );
+    let next = next_link(&first).expect("a next link");
+    assert!(
+        next.contains("rule_id=ANLY-SEC-001") && next.contains("cursor="),
+        "{next}"
+    );
+
+    let (status, second) = get(&f.app, &next, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second.matches("<tr data-alert-id").count(), 20);
+    assert_eq!(next_link(&second), None, "the last page links further");
+    assert!(second.contains("← newest"), "no way back to the newest");
+    assert!(
+        !second.contains("data-refresh=\"/dashboard/alerts"),
+        "an older page must not follow new alerts"
+    );
+
+    let (status, other_rule) = get(&f.app, "/dashboard/alerts?rule_id=ANLY-SEC-002", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(other_rule.contains("No alerts."), "{other_rule}");
+
+    let (status, partial) = get(&f.app, "/dashboard/alerts?partial=1", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !partial.contains("<html"),
+        "the live refresh got a whole page"
+    );
+    assert_eq!(partial.matches("<tr data-alert-id").count(), 50);
+}
+
+#[tokio::test]
+async fn an_alert_page_without_its_event_shows_the_carried_copy_and_no_script_links() {
+    let f = fixture(None).await;
+    let mut alert = alerts(1).remove(0);
+    alert.metadata.playbook_url = "javascript:window.__xss=1".into();
+    alert.metadata.remediation_guidance = "<b>lock</b> the account".into();
+    f.embedded
+        .store()
+        .insert_alerts(&[alert.clone()])
+        .await
+        .expect("insert");
+    let (status, page) = get(
+        &f.app,
+        &format!("/dashboard/alerts/{}", alert.alert_id),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("Not in the store; as carried by the alert"),
+        "{page}"
+    );
+    assert!(page.contains("attacker_bob"), "{page}");
+    assert!(
+        !page.contains("href=\"javascript"),
+        "a javascript: link: {page}"
+    );
+    assert!(
+        page.contains("<code>javascript:window.__xss=1</code>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&lt;b&gt;lock&lt;/b&gt; the account"),
+        "{page}"
+    );
+    assert!(page.contains("No delivery recorded yet."), "{page}");
 }
