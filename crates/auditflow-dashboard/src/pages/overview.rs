@@ -129,11 +129,16 @@ fn throughput_panel(dashboard: &Dashboard, totals: StoreCounts) -> Markup {
 
 async fn queue_stats(dashboard: &Dashboard) -> Result<Markup, String> {
     let sources = &dashboard.sources;
-    let mut rows = Vec::with_capacity(sources.queues.len());
-    for queue in &sources.queues {
-        let stats = fetch(PANEL_TIMEOUT, sources.broker.stats(queue)).await?;
-        rows.push((queue.as_str(), stats));
-    }
+    // One deadline for all queues, so a hanging broker costs the page one
+    // timeout, not one per queue.
+    let rows = fetch(PANEL_TIMEOUT, async {
+        let mut rows = Vec::with_capacity(sources.queues.len());
+        for queue in &sources.queues {
+            rows.push((queue.as_str(), sources.broker.stats(queue).await?));
+        }
+        Ok::<_, auditflow_core::broker::BrokerError>(rows)
+    })
+    .await?;
     Ok(html! {
         table {
             thead { tr { th { "queue" } th.num { "ready" } th.num { "unacked" } th.num { "dead letters" } } }
