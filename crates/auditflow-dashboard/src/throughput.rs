@@ -39,14 +39,8 @@ pub struct Throughput {
 }
 
 impl Throughput {
-    /// True when a new sample is due (the newest is older than [`MIN_INTERVAL`]).
-    pub fn due(&self, now: Instant) -> bool {
-        self.lock()
-            .back()
-            .is_none_or(|last| now.duration_since(last.at) >= MIN_INTERVAL)
-    }
-
-    /// Records the totals observed at `now`.
+    /// Records the totals observed at `now`, unless the newest sample is
+    /// younger than [`MIN_INTERVAL`].
     pub fn record(&self, now: Instant, counts: StoreCounts) {
         let mut samples = self.lock();
         if samples
@@ -125,6 +119,5 @@ mod tests {
             throughput.record(t0 + Duration::from_secs(2 * i), counts(i, 0));
         }
         assert_eq!(throughput.rates().events.len(), KEEP - 1);
-        assert!(!throughput.due(t0 + Duration::from_secs(2 * (KEEP as u64 + 9))));
     }
 }

@@ -6,7 +6,7 @@
 
 use auditflow_core::Severity;
 use chrono::{DateTime, Utc};
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use maud::{html, Markup, DOCTYPE};
 
 /// Where every dashboard URL lives.
 pub const BASE: &str = "/dashboard";
@@ -156,9 +156,9 @@ pub fn severity_select(selected: Option<&str>) -> Markup {
     }
 }
 
-/// A non-breaking thin space, for empty table cells.
+/// An en dash, for empty table cells.
 pub fn empty() -> Markup {
-    PreEscaped("&ndash;".to_string())
+    html! { "–" }
 }
 
 #[cfg(test)]
