@@ -9,7 +9,8 @@ log() { printf '\n== %s\n' "$*"; }
 
 log "system packages"
 missing=()
-for pkg in pkg-config libssl-dev; do
+# chromium and chromium-driver: the dashboard's browser tests (never skipped).
+for pkg in pkg-config libssl-dev chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

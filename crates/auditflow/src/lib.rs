@@ -4,6 +4,7 @@
 //! - `analyze` stores events and runs the rules, publishing alerts;
 //! - `notify` stores alerts and delivers them to channels;
 //! - the read API serves events, alerts and dead letters;
+//! - the dashboard shows them to people (`/dashboard`);
 //! - `generate` is the load and demo source.
 //!
 //! Roles talk only through the broker and store interfaces of
@@ -14,6 +15,7 @@ pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod context;
+pub mod dashboard;
 pub mod health;
 pub mod metrics;
 pub mod persist;

@@ -38,6 +38,8 @@ pub struct Plan {
     pub notify: bool,
     /// Run the demo event source against our own ingest.
     pub demo: bool,
+    /// Serve the web dashboard (`/dashboard`).
+    pub dashboard: bool,
 }
 
 impl Plan {
@@ -49,6 +51,7 @@ impl Plan {
             analyze: true,
             notify: true,
             demo: false,
+            dashboard: true,
         }
     }
 }
@@ -156,12 +159,18 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.http.listen))?;
     let address = listener.local_addr()?;
-    let app = server::router(
+    let dashboard = if plan.dashboard {
+        crate::dashboard::router(&ctx, &policies, plan)
+    } else {
+        axum::Router::new()
+    };
+    let app = server::router_with(
         ctx.clone(),
         Surface {
             ingest: plan.ingest,
             read_api: plan.read_api,
         },
+        dashboard,
     );
     let server_stop = shutdown.clone();
     tracker.spawn(

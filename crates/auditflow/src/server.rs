@@ -28,6 +28,13 @@ pub struct Surface {
 
 /// Builds the router for `surface`.
 pub fn router(ctx: Context, surface: Surface) -> Router {
+    router_with(ctx, surface, Router::new())
+}
+
+/// Builds the router for `surface` plus `extra` routes that do their own
+/// access control (the dashboard: bearer token or login cookie), under the
+/// same limits, timeout and metrics.
+pub fn router_with(ctx: Context, surface: Surface, extra: Router) -> Router {
     let mut api = Router::new();
     if surface.ingest {
         api = api.route(
@@ -55,6 +62,7 @@ pub fn router(ctx: Context, surface: Surface) -> Router {
         .route("/metrics", get(metrics))
         .with_state(ctx.clone());
     open.merge(api)
+        .merge(extra)
         .layer(DefaultBodyLimit::max(ctx.config.http.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,

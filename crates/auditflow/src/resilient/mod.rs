@@ -23,14 +23,23 @@ pub use policies::{default_policies, Policies};
 pub use store::ResilientStore;
 pub use windows::ResilientWindows;
 
+use std::time::Duration;
+
 use resilience::PolicyError;
 
 /// Describes a policy refusal or timeout for an error message.
 pub(crate) fn describe<E>(dependency: &str, error: &PolicyError<E>) -> Option<String> {
     Some(match error {
         PolicyError::Timeout { after } => format!("{dependency}: call timed out after {after:?}"),
-        PolicyError::CircuitOpen { retry_after } => {
-            format!("{dependency}: circuit breaker open (next probe in {retry_after:?})")
+        // Shown to people (dashboard, logs): whole milliseconds, no `Some(..)`.
+        PolicyError::CircuitOpen {
+            retry_after: Some(after),
+        } => format!(
+            "{dependency}: circuit breaker open (next probe in {:?})",
+            Duration::from_millis(after.as_millis() as u64)
+        ),
+        PolicyError::CircuitOpen { retry_after: None } => {
+            format!("{dependency}: circuit breaker open")
         }
         PolicyError::BulkheadFull => {
             format!("{dependency}: too many calls in flight (bulkhead full)")
@@ -40,4 +49,25 @@ pub(crate) fn describe<E>(dependency: &str, error: &PolicyError<E>) -> Option<St
         }
         PolicyError::BudgetExhausted(_) | PolicyError::Inner(_) => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_breaker_reads_well() {
+        let open = PolicyError::<()>::CircuitOpen {
+            retry_after: Some(Duration::from_micros(609_228)),
+        };
+        assert_eq!(
+            describe("store", &open).as_deref(),
+            Some("store: circuit breaker open (next probe in 609ms)")
+        );
+        let unknown = PolicyError::<()>::CircuitOpen { retry_after: None };
+        assert_eq!(
+            describe("store", &unknown).as_deref(),
+            Some("store: circuit breaker open")
+        );
+    }
 }
