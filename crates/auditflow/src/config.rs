@@ -44,6 +44,8 @@ pub struct Config {
     /// Resilience policy per dependency (`broker`, `store`, `windows`,
     /// `webhook`): timeouts, retries, retry budget, breaker, bulkhead.
     pub resilience: BTreeMap<String, resilience::PolicyConfig>,
+    /// Service level objectives, `[slo.<name>]` (see [`crate::slo`]).
+    pub slo: BTreeMap<String, crate::slo::SloConfig>,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             rabbitmq: auditflow_rabbitmq::RabbitConfig::default(),
             postgres: auditflow_postgres::PgConfig::default(),
             redis: auditflow_redis::RedisConfig::default(),
+            slo: crate::slo::default_slos(),
         }
     }
 }
@@ -399,6 +402,8 @@ impl Config {
                 reason: format!("[resilience.{name}] {}: {}", e.field, e.reason),
             })?;
         }
+        crate::slo::validate(&self.slo)
+            .map_err(|reason| ConfigError::Inconsistent { key: "slo", reason })?;
         let mut names: Vec<&str> = self
             .notify
             .channels

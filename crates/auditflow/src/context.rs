@@ -29,4 +29,6 @@ pub struct Context {
     pub shutdown: CancellationToken,
     /// Per-client ingest rate limiter, when `[http.rate_limit]` is enabled.
     pub ingest_limiter: Option<Arc<resilience::KeyedRateLimiter<String>>>,
+    /// The SLOs this process evaluates.
+    pub slo: Arc<crate::slo::SloBoard>,
 }

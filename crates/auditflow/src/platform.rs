@@ -82,13 +82,20 @@ pub fn build_context(
     let ctx_config = Arc::clone(&config);
     let ctx = Context {
         broker: Arc::new(ResilientBroker::new(broker, policy("broker")?)),
-        store: Arc::new(ResilientStore::new(store, policy("store")?)),
+        store: Arc::new(
+            ResilientStore::new(store, policy("store")?)
+                .with_durations(metrics.store_query_duration.clone()),
+        ),
         windows: Arc::new(ResilientWindows::new(windows, policy("windows")?)),
         config,
         metrics,
         health: Arc::new(Health::default()),
         shutdown,
         ingest_limiter: config_limiter(&ctx_config),
+        slo: Arc::new(crate::slo::SloBoard::new(
+            &ctx_config.slo,
+            Arc::new(resilience::SystemClock),
+        )?),
     };
     Ok((ctx, policies))
 }
@@ -147,6 +154,12 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
         );
     }
     tracker.spawn(poll_queue_gauges(ctx.clone()));
+    tracker.spawn(crate::dependencies::run_gauges(ctx.clone()));
+    tracker.spawn(crate::slo::run_evaluator(
+        Arc::clone(&ctx.slo),
+        Arc::clone(&ctx.metrics),
+        shutdown.clone(),
+    ));
 
     // Every process serves health and metrics; ingest and the read API when planned.
     let listener = tokio::net::TcpListener::bind(config.http.listen)
