@@ -78,7 +78,8 @@ NOTIFY_ROLE = [
     panel("Notifications /s by channel and result", [q(rate("auditflow_notifications_total", "channel, result"), "{{channel}} {{result}}")]),
     panel("Ingest to alert stored", [q(quantile("auditflow_ingest_to_alert_seconds", 0.99), "p99")], unit="s"),
     panel("Alerts queue depth", [q('sum(auditflow_queue_depth{queue="audit_alerts"})', "ready")]),
-    panel("Webhook breaker state (0 closed, 1 open, 2 half-open)", [q('max by (dependency) (auditflow_resilience_breaker_state{dependency=~"webhook.*"})', "{{dependency}}")]),
+    # A webhook channel's policy is named after the channel.
+    panel("Channel breaker state (0 closed, 1 open, 2 half-open)", [q('max by (dependency) (auditflow_resilience_breaker_state{dependency!~"broker|store|windows"})', "{{dependency}}")]),
     panel("Retries /s by dependency", [q(rate("auditflow_resilience_retries_total", "dependency"), "{{dependency}}")]),
     panel("Store query time p99 by operation", [q(quantile("auditflow_store_query_duration_seconds", 0.99, by="operation"), "{{operation}}")], unit="s"),
 ]
