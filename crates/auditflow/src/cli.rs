@@ -221,6 +221,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     read_api: true,
                     ..Plan::default()
                 },
+                Role::Monitor => Plan {
+                    monitor: true,
+                    ..Plan::default()
+                },
             };
             platform::run(config, plan).await?;
         }

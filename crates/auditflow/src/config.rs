@@ -46,6 +46,8 @@ pub struct Config {
     pub resilience: BTreeMap<String, resilience::PolicyConfig>,
     /// Service level objectives, `[slo.<name>]` (see [`crate::slo`]).
     pub slo: BTreeMap<String, crate::slo::SloConfig>,
+    /// The monitor role and the heartbeats every process sends it.
+    pub monitor: crate::monitor::MonitorConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             postgres: auditflow_postgres::PgConfig::default(),
             redis: auditflow_redis::RedisConfig::default(),
             slo: crate::slo::default_slos(),
+            monitor: crate::monitor::MonitorConfig::default(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod context;
 pub mod dependencies;
 pub mod health;
 pub mod metrics;
+pub mod monitor;
 pub mod persist;
 pub mod platform;
 pub mod resilient;

@@ -38,6 +38,8 @@ pub struct Plan {
     pub notify: bool,
     /// Run the demo event source against our own ingest.
     pub demo: bool,
+    /// Run the monitor (system alerts; receives heartbeats).
+    pub monitor: bool,
 }
 
 impl Plan {
@@ -49,7 +51,22 @@ impl Plan {
             analyze: true,
             notify: true,
             demo: false,
+            monitor: true,
         }
+    }
+
+    /// The roles planned, as heartbeats name them.
+    pub fn roles(&self) -> Vec<&'static str> {
+        [
+            (self.ingest, "ingest"),
+            (self.analyze, "analyze"),
+            (self.notify, "notify"),
+            (self.read_api, "api"),
+            (self.monitor, "monitor"),
+        ]
+        .into_iter()
+        .filter_map(|(planned, role)| planned.then_some(role))
+        .collect()
     }
 }
 
@@ -153,6 +170,25 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
             .instrument(tracing::info_span!("role", role = "notify")),
         );
     }
+    let heartbeats = plan.monitor.then(|| {
+        Arc::new(crate::monitor::heartbeats::Heartbeats::new(
+            config.monitor.phi.clone(),
+            Arc::new(resilience::SystemClock),
+        ))
+    });
+    if let Some(heartbeats) = &heartbeats {
+        let (ctx, heartbeats, failed) = (ctx.clone(), Arc::clone(heartbeats), failed.clone());
+        let policies = policies.clone();
+        tracker.spawn(
+            async move {
+                if let Err(e) = crate::monitor::run(ctx, heartbeats, policies).await {
+                    tracing::error!(error = format!("{e:#}"), "monitor failed");
+                    failed.cancel();
+                }
+            }
+            .instrument(tracing::info_span!("role", role = "monitor")),
+        );
+    }
     tracker.spawn(poll_queue_gauges(ctx.clone()));
     tracker.spawn(crate::dependencies::run_gauges(ctx.clone()));
     tracker.spawn(crate::slo::run_evaluator(
@@ -173,6 +209,40 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
             read_api: plan.read_api,
         },
     );
+    let app = match &heartbeats {
+        Some(heartbeats) => app.merge(
+            crate::monitor::heartbeats::router(Arc::clone(heartbeats)).layer(
+                axum::middleware::from_fn_with_state(ctx.clone(), server::require_token),
+            ),
+        ),
+        None => app,
+    };
+    let heartbeat_sink = match (&heartbeats, &config.monitor.url) {
+        (Some(local), _) => Some(crate::monitor::heartbeats::Sink::Local(Arc::clone(local))),
+        (None, Some(url)) => Some(crate::monitor::heartbeats::Sink::Http {
+            client: reqwest::Client::builder()
+                .timeout(
+                    config
+                        .monitor
+                        .heartbeat_interval
+                        .max(Duration::from_millis(500)),
+                )
+                .build()
+                .context("building the heartbeat client")?,
+            url: format!("{}/v1/heartbeats", url.trim_end_matches('/')),
+            token: config.http.auth_token.clone(),
+        }),
+        (None, None) => None,
+    };
+    if let Some(sink) = heartbeat_sink {
+        tracker.spawn(crate::monitor::heartbeats::send_loop(
+            sink,
+            plan.roles(),
+            address.to_string(),
+            config.monitor.heartbeat_interval,
+            shutdown.clone(),
+        ));
+    }
     let server_stop = shutdown.clone();
     tracker.spawn(
         async move {

@@ -74,7 +74,11 @@ fn token_matches(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-async fn require_token(State(ctx): State<Context>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(ctx): State<Context>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(expected) = ctx.config.http.auth_token.as_deref() {
         let given = request
             .headers()

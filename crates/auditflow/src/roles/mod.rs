@@ -15,4 +15,6 @@ pub enum Role {
     Notify,
     /// The read API (events, alerts, dead letters, legacy `/alerts`).
     Api,
+    /// Checks dependencies and roles (heartbeats) and raises system alerts.
+    Monitor,
 }
