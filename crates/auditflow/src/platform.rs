@@ -220,7 +220,9 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
     let heartbeat_sink = match (&heartbeats, &config.monitor.url) {
         (Some(local), _) => Some(crate::monitor::heartbeats::Sink::Local(Arc::clone(local))),
         (None, Some(url)) => Some(crate::monitor::heartbeats::Sink::Http {
+            // The monitor is an internal address: never through a proxy.
             client: reqwest::Client::builder()
+                .no_proxy()
                 .timeout(
                     config
                         .monitor

@@ -486,3 +486,113 @@ fn which(binary: &str) -> Option<std::path::PathBuf> {
         .map(|dir| std::path::Path::new(dir).join(binary))
         .find(|path| path.is_file())
 }
+
+/// JSON lines of a file (none when it does not exist).
+fn json_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+fn notices<'a>(lines: &'a [Value], key: &str, state: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|a| {
+            a["analysis_rule"]["rule_id"] == "SYS-ROLE-DEAD"
+                && a["impacted_resource"]["resource_id"] == key
+                && a["action_observed"] == state
+        })
+        .collect()
+}
+
+async fn heartbeat(client: &reqwest::Client, base: &str, instance: &str) {
+    let answer = client
+        .post(format!("{base}/v1/heartbeats"))
+        .json(&json!({"role": "analyze", "instance": instance}))
+        .send()
+        .await
+        .expect("POST /v1/heartbeats");
+    assert_eq!(answer.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_channel_failing_system_alerts_land_in_the_fallback_file_and_are_retried() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The monitor's only channel is a webhook to a port nobody listens on.
+    let closed = free_port();
+    let config = dir.path().join("auditflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[monitor]\nchannels = [{{ kind = \"webhook\", name = \"pager\", url = \"http://127.0.0.1:{closed}/hook\" }}]\n\
+             [resilience.webhook.retry]\nmax_attempts = 1\n\
+             [resilience.webhook.timeout]\nper_attempt = \"300ms\"\ntotal = \"500ms\"\n"
+        ),
+    )
+    .expect("config");
+    let auditflow = observability_support::start_auditflow_with(dir.path(), false, Some(&config))
+        .await
+        .expect("auditflow up");
+    let base = auditflow.base.clone();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let fallback = dir.path().join("data/system-alerts-fallback.ndjson");
+
+    // An analyze process elsewhere (same heartbeat protocol) beats for ten
+    // seconds, then goes silent.
+    let ghost = "127.0.0.1:1";
+    for _ in 0..10 {
+        heartbeat(&client, &base, ghost).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let member = format!("analyze@{ghost}");
+    // Every attempt fails; each lands in the fallback file and none counts
+    // as sent, so the next check (1 s later) tries again instead of waiting
+    // out the 5-minute repeat interval.
+    let lines = eventually(
+        "two firing notices in the fallback file",
+        Duration::from_secs(30),
+        || {
+            let (fallback, member) = (fallback.clone(), member.clone());
+            async move {
+                let lines = json_lines(&fallback);
+                Ok((notices(&lines, &member, "FIRING").len() >= 2).then_some(lines))
+            }
+        },
+    )
+    .await;
+    let first = &notices(&lines, &member, "FIRING")[0];
+    assert_eq!(first["alert_type"], "SYSTEM");
+    assert_eq!(
+        first["metadata"]["playbook_url"],
+        "docs/operations.md#role-dead"
+    );
+    assert!(
+        !dir.path().join("data/system-alerts.ndjson").exists(),
+        "no file channel is configured"
+    );
+
+    // It comes back: a resolved notice, in the fallback file too.
+    eventually(
+        "a resolved notice in the fallback file",
+        Duration::from_secs(30),
+        || {
+            let (client, base, fallback, member) = (
+                client.clone(),
+                base.clone(),
+                fallback.clone(),
+                member.clone(),
+            );
+            async move {
+                heartbeat(&client, &base, ghost).await;
+                let lines = json_lines(&fallback);
+                Ok((!notices(&lines, &member, "RESOLVED").is_empty()).then_some(()))
+            }
+        },
+    )
+    .await;
+}

@@ -100,11 +100,16 @@ impl Heartbeats {
     }
 }
 
-/// `POST /v1/heartbeats`.
+/// `POST /v1/heartbeats` (a role's heartbeat) and `GET /v1/heartbeats`
+/// (every instance heard from, with its phi and whether it is dead).
 pub fn router(heartbeats: Arc<Heartbeats>) -> Router {
     Router::new()
-        .route("/v1/heartbeats", post(receive))
+        .route("/v1/heartbeats", post(receive).get(members))
         .with_state(heartbeats)
+}
+
+async fn members(State(heartbeats): State<Arc<Heartbeats>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "members": heartbeats.judge() }))
 }
 
 async fn receive(

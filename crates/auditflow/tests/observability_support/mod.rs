@@ -24,6 +24,15 @@ pub struct Auditflow {
 /// Starts `auditflow up` (with `--demo` when asked) on a port of its own
 /// choosing and a data directory in `dir`; returns once `/readyz` is 200.
 pub async fn start_auditflow(dir: &Path, demo: bool) -> Result<Auditflow, String> {
+    start_auditflow_with(dir, demo, None).await
+}
+
+/// [`start_auditflow`] with a configuration file.
+pub async fn start_auditflow_with(
+    dir: &Path,
+    demo: bool,
+    config: Option<&Path>,
+) -> Result<Auditflow, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let log = std::fs::File::create(dir.join("auditflow.log")).map_err(|e| e.to_string())?;
     let mut command = Command::new(env!("CARGO_BIN_EXE_auditflow"));
@@ -38,6 +47,9 @@ pub async fn start_auditflow(dir: &Path, demo: bool) -> Result<Auditflow, String
         .kill_on_drop(true);
     if demo {
         command.arg("--demo");
+    }
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
     }
     for (key, _) in std::env::vars() {
         if key.starts_with("AUDITFLOW_") {
@@ -66,7 +78,10 @@ pub async fn start_auditflow(dir: &Path, demo: bool) -> Result<Auditflow, String
         )
     })?;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())?;
     loop {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
             if r.status().is_success() {
