@@ -297,3 +297,80 @@ async fn slo_report(State(board): State<Arc<SloBoard>>) -> Json<serde_json::Valu
         "slos": board.latest(),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn load(toml: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("auditflow.toml");
+        std::fs::write(&path, toml).map_err(|e| e.to_string())?;
+        Config::load(Some(&path), &toml::Table::new()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_file_changes_one_key_of_a_default_slo_and_keeps_the_others() {
+        let config = load("[slo.analysis_latency]\nobjective = 0.995\n").unwrap();
+        let latency = &config.slo["analysis_latency"];
+        assert_eq!(latency.objective, 0.995);
+        assert_eq!(latency.threshold, Some(Duration::from_millis(500)));
+        assert_eq!(config.slo.len(), 4);
+        let config = load("[slo.read_availability]\nenabled = false\n").unwrap();
+        let board = SloBoard::new(&config.slo, Arc::new(resilience::SystemClock)).unwrap();
+        let metrics = Metrics::new();
+        let names: Vec<String> = board
+            .evaluate(&metrics)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["analysis_errors", "analysis_latency", "ingest_availability"]
+        );
+    }
+
+    #[test]
+    fn a_latency_threshold_off_the_histogram_bounds_is_refused() {
+        let err = load("[slo.analysis_latency]\nthreshold = \"700ms\"\n").unwrap_err();
+        assert!(err.contains("slo") && err.contains("bucket bound"), "{err}");
+        let err = load("[slo.ingest_availability]\nobjective = 1.5\n").unwrap_err();
+        assert!(err.contains("objective"), "{err}");
+        let err = load("[slo.mine]\nsli = \"analysis_latency\"\nobjective = 0.9\n").unwrap_err();
+        assert!(err.contains("needs a threshold"), "{err}");
+    }
+
+    #[test]
+    fn the_board_records_what_the_counters_gained_since_the_last_evaluation() {
+        let clock = resilience::ManualClock::new();
+        let board = SloBoard::new(&default_slos(), clock.shared()).unwrap();
+        let metrics = Metrics::new();
+        metrics.sli.observe_http("POST", "/v1/events", 202);
+        metrics.sli.observe_http("POST", "/v1/events", 503);
+        let report = |reports: Vec<SloReport>| {
+            reports
+                .into_iter()
+                .find(|r| r.name == "ingest_availability")
+                .unwrap()
+        };
+        let first = report(board.evaluate(&metrics));
+        assert_eq!(first.period_counts, Counts { good: 1, total: 2 });
+        // 1 bad of 2 against a 0.1 % budget: 500x, every alert fires.
+        assert!(first.alerts.iter().all(|a| a.firing));
+        clock.advance(Duration::from_secs(10));
+        metrics.sli.observe_http("POST", "/v1/events", 202);
+        let second = report(board.evaluate(&metrics));
+        assert_eq!(second.period_counts, Counts { good: 2, total: 3 });
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"auditflow_slo_alert_firing{slo="ingest_availability",alert="page_1h",severity="page"} 1"#),
+            "{text}"
+        );
+        assert_eq!(
+            report(board.latest()),
+            second,
+            "/v1/slo serves the last evaluation"
+        );
+    }
+}
