@@ -127,8 +127,13 @@ fn config_limiter(config: &Config) -> Option<Arc<resilience::KeyedRateLimiter<St
     })
 }
 
+// Each role runs inside a `role` span that its log lines take their `role`
+// field from. The spans are ERROR level so that they stay enabled whatever
+// the log level (a span below the filter's level would not exist).
+
 /// Runs `plan` until a shutdown signal (or a role fails), then drains.
 pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
+    crate::telemetry::set_process_role(&plan.roles().join(","));
     let config = Arc::new(config);
     let rules = Arc::new(load_rules(&config)?);
     let backends = crate::backends::open(&config, &rules).await?;
@@ -154,7 +159,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
                     failed.cancel();
                 }
             }
-            .instrument(tracing::info_span!("role", role = "analyze")),
+            .instrument(tracing::error_span!("role", role = "analyze")),
         );
     }
     if plan.notify {
@@ -167,7 +172,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
                     failed.cancel();
                 }
             }
-            .instrument(tracing::info_span!("role", role = "notify")),
+            .instrument(tracing::error_span!("role", role = "notify")),
         );
     }
     let heartbeats = plan.monitor.then(|| {
@@ -186,7 +191,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
                     failed.cancel();
                 }
             }
-            .instrument(tracing::info_span!("role", role = "monitor")),
+            .instrument(tracing::error_span!("role", role = "monitor")),
         );
     }
     tracker.spawn(poll_queue_gauges(ctx.clone()));
@@ -258,7 +263,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         }
-        .instrument(tracing::info_span!("role", role = "http")),
+        .instrument(tracing::error_span!("role", role = "http")),
     );
     tracing::info!(%address, ?plan, data_dir = %config.data_dir.display(), "auditflow listening");
     // Machine-readable line for scripts and tests that start us on port 0.
@@ -274,7 +279,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
                     tracing::warn!(error = %e, "demo source stopped");
                 }
             }
-            .instrument(tracing::info_span!("role", role = "generate")),
+            .instrument(tracing::error_span!("role", role = "generate")),
         );
     }
 

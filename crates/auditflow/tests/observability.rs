@@ -596,3 +596,52 @@ async fn with_every_channel_failing_system_alerts_land_in_the_fallback_file_and_
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_are_flat_json_with_role_and_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auditflow = start_auditflow(dir.path(), false)
+        .await
+        .expect("auditflow up");
+    let client = reqwest::Client::new();
+    drive_traffic(&client, &auditflow.base).await;
+    // stderr is a file, so the default format is JSON. The log channel's
+    // line for the alert is written before its delivery is counted.
+    let log = std::fs::read_to_string(dir.path().join("auditflow.log")).expect("log");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        for key in ["timestamp", "level", "target", "message", "role"] {
+            assert!(line[key].is_string(), "no {key}: {line}");
+        }
+    }
+    let alert = lines
+        .iter()
+        .find(|l| l["target"] == "auditflow::alerts")
+        .unwrap_or_else(|| panic!("no alert line in:\n{log}"));
+    assert_eq!(
+        alert["role"], "notify",
+        "the innermost span's role wins: {alert}"
+    );
+    assert_eq!(alert["level"], "WARN");
+    assert_eq!(alert["rule_id"], "ANLY-SEC-001");
+    assert!(
+        alert["alert_id"].as_str().is_some_and(|id| id.len() == 36),
+        "{alert}"
+    );
+    assert!(
+        alert["correlation_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 36),
+        "{alert}"
+    );
+    assert!(
+        alert["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Failed Login")),
+        "{alert}"
+    );
+}

@@ -161,7 +161,7 @@ async fn prepare(
             }
             Err(e) => {
                 let reason = format!("invalid event: {e}");
-                tracing::warn!(message_id = %delivery.message.message_id, %reason, "dead-lettering event");
+                tracing::warn!(event_id = %delivery.message.message_id, %reason, "dead-lettering event");
                 ctx.metrics
                     .events_processed
                     .get_or_create(&ResultLabel { result: "invalid" })
