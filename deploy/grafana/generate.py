@@ -51,6 +51,7 @@ OVERVIEW = [
                                                   q("max by (dependency) (auditflow_dependency_degraded)", "{{dependency}} degraded")]),
     panel("Error budget remaining", [q("min by (slo) (auditflow_slo_error_budget_remaining_ratio)", "{{slo}}")], unit="percentunit"),
     panel("Processes up", [q('up{job=~"auditflow.*"}', "{{instance}}")]),
+    panel("Role instances (monitor heartbeats)", [q("max by (role, status) (auditflow_monitor_role_instances)", "{{role}} {{status}}")]),
 ]
 
 INGEST_ROLE = [

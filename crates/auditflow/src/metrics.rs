@@ -98,6 +98,35 @@ pub struct SloAlertLabels {
     pub severity: &'static str,
 }
 
+/// Labels of system-alert notices.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SystemAlertLabels {
+    /// `role_dead`, `dependency_down`, ...
+    pub kind: &'static str,
+    /// `firing` or `resolved`.
+    pub state: &'static str,
+    /// `accepted` (a channel took it) or `fallback` (every channel refused).
+    pub result: &'static str,
+}
+
+/// Labels of the monitor's instance counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleStatusLabels {
+    /// `ingest`, `analyze`, ...
+    pub role: String,
+    /// `alive` or `dead`.
+    pub status: &'static str,
+}
+
+/// The monitor's metrics.
+#[derive(Debug, Default)]
+pub struct MonitorMetrics {
+    /// System-alert notices sent, by kind, state and result.
+    pub system_alerts: Family<SystemAlertLabels, Counter>,
+    /// Role instances heard from, alive or dead.
+    pub role_instances: Family<RoleStatusLabels, Gauge>,
+}
+
 /// A gauge holding a float (ratios, burn rates).
 pub type FloatGauge = Gauge<f64, AtomicU64>;
 
@@ -153,6 +182,8 @@ pub struct Metrics {
     pub resilience: Arc<crate::resilient::PrometheusObserver>,
     /// SLO state.
     pub slo: SloMetrics,
+    /// The monitor role.
+    pub monitor: MonitorMetrics,
     /// Cumulative SLI counters the SLO evaluator reads.
     pub sli: crate::sli::Sli,
 }
@@ -293,6 +324,17 @@ impl Metrics {
                 slo.alert_firing.clone(),
             );
         }
+        let monitor = MonitorMetrics::default();
+        registry.register(
+            "system_alerts",
+            "System-alert notices of the monitor, by kind, state and result",
+            monitor.system_alerts.clone(),
+        );
+        registry.register(
+            "monitor_role_instances",
+            "Role instances the monitor hears heartbeats from, alive or dead",
+            monitor.role_instances.clone(),
+        );
         // Series that exist from the start read 0 rather than nothing
         // (dashboards, `rate()`, the SLO rules' denominators).
         for result in ["ok", "invalid"] {
@@ -307,6 +349,7 @@ impl Metrics {
             dependency_degraded,
             store_query_duration,
             slo,
+            monitor,
             sli: crate::sli::Sli::default(),
             resilience,
             registry,

@@ -576,6 +576,23 @@ async fn with_every_channel_failing_system_alerts_land_in_the_fallback_file_and_
         "no file channel is configured"
     );
 
+    let scrape = get_text(&client, &format!("{base}/metrics"))
+        .await
+        .expect("scrape");
+    let fallbacks = sample(
+        &scrape,
+        r#"auditflow_system_alerts_total{kind="role_dead",state="firing",result="fallback"}"#,
+    );
+    assert!(fallbacks.is_some_and(|n| n >= 2.0), "{fallbacks:?}");
+    assert_eq!(
+        sample(
+            &scrape,
+            r#"auditflow_monitor_role_instances{role="analyze",status="dead"}"#
+        ),
+        Some(1.0),
+        "the silent instance (the local analyze role is alive)"
+    );
+
     // It comes back: a resolved notice, in the fallback file too.
     eventually(
         "a resolved notice in the fallback file",

@@ -136,7 +136,9 @@ pub async fn run(
                 });
             }
         }
-        holding.extend(role_conditions(&heartbeats.judge()));
+        let members = heartbeats.judge();
+        export_instances(&ctx, &members);
+        holding.extend(role_conditions(&members));
         for queue in &queues {
             match ctx.broker.stats(queue).await {
                 Ok(stats) => holding.extend(watch.observe(queue, &stats)),
@@ -165,11 +167,43 @@ pub async fn run(
         }
         for notice in book.update(holding) {
             let accepted = deliver.send(&ctx.config, &notice).await;
+            ctx.metrics
+                .monitor
+                .system_alerts
+                .get_or_create(&crate::metrics::SystemAlertLabels {
+                    kind: notice.condition.kind.as_str(),
+                    state: match notice.state {
+                        book::State::Firing => "firing",
+                        book::State::Resolved => "resolved",
+                    },
+                    result: if accepted { "accepted" } else { "fallback" },
+                })
+                .inc();
             book.record(&notice, accepted);
         }
     }
     tracing::info!("monitor stopped");
     Ok(())
+}
+
+/// Sets `auditflow_monitor_role_instances` from the judged members.
+fn export_instances(ctx: &Context, members: &[heartbeats::MemberState]) {
+    for role in heartbeats::ROLES {
+        for (status, dead) in [("alive", false), ("dead", true)] {
+            let count = members
+                .iter()
+                .filter(|m| m.role == role && m.dead == dead)
+                .count();
+            ctx.metrics
+                .monitor
+                .role_instances
+                .get_or_create(&crate::metrics::RoleStatusLabels {
+                    role: role.to_string(),
+                    status,
+                })
+                .set(count as i64);
+        }
+    }
 }
 
 /// `role_dead` for each dead instance; `all_analyzers_dead` when analyze
