@@ -246,6 +246,15 @@ pub enum ChannelConfig {
         /// Target URL.
         url: String,
     },
+    /// POSTs each alert to a Slack-compatible incoming webhook (Slack,
+    /// Mattermost, Rocket.Chat): `{"text": ...}` with the alert's severity,
+    /// name, description, rule and ids. Resilience from `[resilience.webhook]`.
+    Slack {
+        /// Channel name.
+        name: String,
+        /// The incoming-webhook URL.
+        url: String,
+    },
 }
 
 impl ChannelConfig {
@@ -254,7 +263,8 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Log { name }
             | ChannelConfig::File { name, .. }
-            | ChannelConfig::Webhook { name, .. } => name,
+            | ChannelConfig::Webhook { name, .. }
+            | ChannelConfig::Slack { name, .. } => name,
         }
     }
 }
