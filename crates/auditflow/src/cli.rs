@@ -225,6 +225,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     dashboard: true,
                     ..Plan::default()
                 },
+                Role::Monitor => Plan {
+                    monitor: true,
+                    ..Plan::default()
+                },
             };
             platform::run(config, plan).await?;
         }

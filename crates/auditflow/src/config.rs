@@ -44,6 +44,10 @@ pub struct Config {
     /// Resilience policy per dependency (`broker`, `store`, `windows`,
     /// `webhook`): timeouts, retries, retry budget, breaker, bulkhead.
     pub resilience: BTreeMap<String, resilience::PolicyConfig>,
+    /// Service level objectives, `[slo.<name>]` (see [`crate::slo`]).
+    pub slo: BTreeMap<String, crate::slo::SloConfig>,
+    /// The monitor role and the heartbeats every process sends it.
+    pub monitor: crate::monitor::MonitorConfig,
 }
 
 impl Default for Config {
@@ -61,6 +65,8 @@ impl Default for Config {
             rabbitmq: auditflow_rabbitmq::RabbitConfig::default(),
             postgres: auditflow_postgres::PgConfig::default(),
             redis: auditflow_redis::RedisConfig::default(),
+            slo: crate::slo::default_slos(),
+            monitor: crate::monitor::MonitorConfig::default(),
         }
     }
 }
@@ -248,6 +254,15 @@ pub enum ChannelConfig {
         /// Target URL.
         url: String,
     },
+    /// POSTs each alert to a Slack-compatible incoming webhook (Slack,
+    /// Mattermost, Rocket.Chat): `{"text": ...}` with the alert's severity,
+    /// name, description, rule and ids. Resilience from `[resilience.webhook]`.
+    Slack {
+        /// Channel name.
+        name: String,
+        /// The incoming-webhook URL.
+        url: String,
+    },
 }
 
 impl ChannelConfig {
@@ -256,7 +271,8 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Log { name }
             | ChannelConfig::File { name, .. }
-            | ChannelConfig::Webhook { name, .. } => name,
+            | ChannelConfig::Webhook { name, .. }
+            | ChannelConfig::Slack { name, .. } => name,
         }
     }
 }
@@ -414,6 +430,8 @@ impl Config {
                 reason: format!("[resilience.{name}] {}: {}", e.field, e.reason),
             })?;
         }
+        crate::slo::validate(&self.slo)
+            .map_err(|reason| ConfigError::Inconsistent { key: "slo", reason })?;
         let mut names: Vec<&str> = self
             .notify
             .channels

@@ -31,4 +31,6 @@ pub struct Context {
     pub ingest_limiter: Option<Arc<resilience::KeyedRateLimiter<String>>>,
     /// Permits for request-body bytes being ingested (`http.max_bytes_in_flight`).
     pub ingest_in_flight: Arc<tokio::sync::Semaphore>,
+    /// The SLOs this process evaluates.
+    pub slo: Arc<crate::slo::SloBoard>,
 }

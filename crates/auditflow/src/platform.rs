@@ -40,6 +40,8 @@ pub struct Plan {
     pub demo: bool,
     /// Serve the web dashboard (`/dashboard`).
     pub dashboard: bool,
+    /// Run the monitor (system alerts; receives heartbeats).
+    pub monitor: bool,
 }
 
 impl Plan {
@@ -52,7 +54,23 @@ impl Plan {
             notify: true,
             demo: false,
             dashboard: true,
+            monitor: true,
         }
+    }
+
+    /// The roles planned, as heartbeats name them.
+    pub fn roles(&self) -> Vec<&'static str> {
+        [
+            (self.ingest, "ingest"),
+            (self.analyze, "analyze"),
+            (self.notify, "notify"),
+            (self.read_api, "api"),
+            (self.dashboard, "dashboard"),
+            (self.monitor, "monitor"),
+        ]
+        .into_iter()
+        .filter_map(|(planned, role)| planned.then_some(role))
+        .collect()
     }
 }
 
@@ -85,7 +103,10 @@ pub fn build_context(
     let ctx_config = Arc::clone(&config);
     let ctx = Context {
         broker: Arc::new(ResilientBroker::new(broker, policy("broker")?)),
-        store: Arc::new(ResilientStore::new(store, policy("store")?)),
+        store: Arc::new(
+            ResilientStore::new(store, policy("store")?)
+                .with_durations(metrics.store_query_duration.clone()),
+        ),
         windows: Arc::new(ResilientWindows::new(windows, policy("windows")?)),
         config,
         metrics,
@@ -95,6 +116,10 @@ pub fn build_context(
         ingest_in_flight: Arc::new(tokio::sync::Semaphore::new(
             ctx_config.http.max_bytes_in_flight,
         )),
+        slo: Arc::new(crate::slo::SloBoard::new(
+            &ctx_config.slo,
+            Arc::new(resilience::SystemClock),
+        )?),
     };
     Ok((ctx, policies))
 }
@@ -109,8 +134,13 @@ fn config_limiter(config: &Config) -> Option<Arc<resilience::KeyedRateLimiter<St
     })
 }
 
+// Each role runs inside a `role` span that its log lines take their `role`
+// field from. The spans are ERROR level so that they stay enabled whatever
+// the log level (a span below the filter's level would not exist).
+
 /// Runs `plan` until a shutdown signal (or a role fails), then drains.
 pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
+    crate::telemetry::set_process_role(&plan.roles().join(","));
     let config = Arc::new(config);
     let rules = Arc::new(load_rules(&config)?);
     let backends = crate::backends::open(&config, &rules).await?;
@@ -136,7 +166,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
                     failed.cancel();
                 }
             }
-            .instrument(tracing::info_span!("role", role = "analyze")),
+            .instrument(tracing::error_span!("role", role = "analyze")),
         );
     }
     if plan.notify {
@@ -149,10 +179,35 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
                     failed.cancel();
                 }
             }
-            .instrument(tracing::info_span!("role", role = "notify")),
+            .instrument(tracing::error_span!("role", role = "notify")),
+        );
+    }
+    let heartbeats = plan.monitor.then(|| {
+        Arc::new(crate::monitor::heartbeats::Heartbeats::new(
+            config.monitor.phi.clone(),
+            Arc::new(resilience::SystemClock),
+        ))
+    });
+    if let Some(heartbeats) = &heartbeats {
+        let (ctx, heartbeats, failed) = (ctx.clone(), Arc::clone(heartbeats), failed.clone());
+        let policies = policies.clone();
+        tracker.spawn(
+            async move {
+                if let Err(e) = crate::monitor::run(ctx, heartbeats, policies).await {
+                    tracing::error!(error = format!("{e:#}"), "monitor failed");
+                    failed.cancel();
+                }
+            }
+            .instrument(tracing::error_span!("role", role = "monitor")),
         );
     }
     tracker.spawn(poll_queue_gauges(ctx.clone()));
+    tracker.spawn(crate::dependencies::run_gauges(ctx.clone()));
+    tracker.spawn(crate::slo::run_evaluator(
+        Arc::clone(&ctx.slo),
+        Arc::clone(&ctx.metrics),
+        shutdown.clone(),
+    ));
 
     // Every process serves health and metrics; ingest and the read API when planned.
     let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -172,6 +227,42 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
         },
         dashboard,
     );
+    let app = match &heartbeats {
+        Some(heartbeats) => app.merge(
+            crate::monitor::heartbeats::router(Arc::clone(heartbeats)).layer(
+                axum::middleware::from_fn_with_state(ctx.clone(), server::require_token),
+            ),
+        ),
+        None => app,
+    };
+    let heartbeat_sink = match (&heartbeats, &config.monitor.url) {
+        (Some(local), _) => Some(crate::monitor::heartbeats::Sink::Local(Arc::clone(local))),
+        (None, Some(url)) => Some(crate::monitor::heartbeats::Sink::Http {
+            // The monitor is an internal address: never through a proxy.
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .timeout(
+                    config
+                        .monitor
+                        .heartbeat_interval
+                        .max(Duration::from_millis(500)),
+                )
+                .build()
+                .context("building the heartbeat client")?,
+            url: format!("{}/v1/heartbeats", url.trim_end_matches('/')),
+            token: config.http.auth_token.clone(),
+        }),
+        (None, None) => None,
+    };
+    if let Some(sink) = heartbeat_sink {
+        tracker.spawn(crate::monitor::heartbeats::send_loop(
+            sink,
+            plan.roles(),
+            address.to_string(),
+            config.monitor.heartbeat_interval,
+            shutdown.clone(),
+        ));
+    }
     let server_stop = shutdown.clone();
     tracker.spawn(
         async move {
@@ -185,7 +276,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "HTTP server failed");
             }
         }
-        .instrument(tracing::info_span!("role", role = "http")),
+        .instrument(tracing::error_span!("role", role = "http")),
     );
     tracing::info!(%address, ?plan, data_dir = %config.data_dir.display(), "auditflow listening");
     // Machine-readable line for scripts and tests that start us on port 0.
@@ -201,7 +292,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
                     tracing::warn!(error = %e, "demo source stopped");
                 }
             }
-            .instrument(tracing::info_span!("role", role = "generate")),
+            .instrument(tracing::error_span!("role", role = "generate")),
         );
     }
 

@@ -14,7 +14,6 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::context::Context;
 use crate::health::Status;
-use crate::metrics::HttpLabels;
 use crate::roles::ingest;
 
 /// Which parts of the API this process serves.
@@ -54,7 +53,9 @@ pub fn router_with(ctx: Context, surface: Surface, extra: Router) -> Router {
             ],
         }));
     }
-    let api = api.layer(middleware::from_fn_with_state(ctx.clone(), require_token));
+    let api = api
+        .merge(crate::slo::router(ctx.slo.clone()))
+        .layer(middleware::from_fn_with_state(ctx.clone(), require_token));
     let open = Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -81,7 +82,11 @@ fn token_matches(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-async fn require_token(State(ctx): State<Context>, request: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(ctx): State<Context>,
+    request: Request,
+    next: Next,
+) -> Response {
     if let Some(expected) = ctx.config.http.auth_token.as_deref() {
         let given = request
             .headers()
@@ -142,16 +147,16 @@ async fn record_metrics(State(ctx): State<Context>, request: Request, next: Next
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+        .unwrap_or_else(|| crate::sli::UNMATCHED_ROUTE.into());
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
-    ctx.metrics
-        .http_request_duration
-        .get_or_create(&HttpLabels {
-            route,
-            code: response.status().as_u16(),
-        })
-        .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.observe_http(
+        method.as_str(),
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 

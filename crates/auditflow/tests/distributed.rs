@@ -324,7 +324,7 @@ async fn start(
 ) -> Proc {
     let mut last = String::new();
     for _ in 0..5 {
-        match try_start(iso, role, name, extra_env, http).await {
+        match try_start(iso, role, name, None, extra_env, http).await {
             Ok(proc) => return proc,
             // Another process took the free port first: try another.
             Err(e) if e.contains("binding") => last = e,
@@ -338,6 +338,7 @@ async fn try_start(
     iso: &Isolation,
     role: &str,
     name: &str,
+    port: Option<u16>,
     extra_env: &[(&str, &str)],
     http: &reqwest::Client,
 ) -> Result<Proc, String> {
@@ -350,7 +351,7 @@ async fn try_start(
         .open(&log)
         .map_err(|e| format!("opening {}: {e}", log.display()))?;
     writeln!(log_file, "=== start ===").map_err(|e| e.to_string())?;
-    let port = free_port();
+    let port = port.unwrap_or_else(free_port);
     let mut command = Command::new(env!("CARGO_BIN_EXE_auditflow"));
     command
         .args(["run", role, "--listen"])
@@ -1861,4 +1862,147 @@ async fn poison_messages_end_in_the_dlq_with_a_reason_and_never_block() {
         "poison messages:\n  {}",
         problems.join("\n  ")
     );
+}
+
+// ---------------------------------------------------------------------------
+// Test: the monitor judges a killed analyze process dead, then resolved
+
+/// The system alerts (one JSON object per line) the monitor's file channel wrote.
+fn system_alerts(monitor: &Proc) -> Vec<Value> {
+    std::fs::read_to_string(monitor.data_dir.join("system-alerts.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+fn system_alert<'a>(alerts: &'a [Value], rule: &str, key: &str, state: &str) -> Option<&'a Value> {
+    alerts.iter().find(|a| {
+        a["analysis_rule"]["rule_id"] == rule
+            && a["impacted_resource"]["resource_id"] == key
+            && a["action_observed"] == state
+    })
+}
+
+/// How long after the last heartbeat phi reaches the threshold with the
+/// default detector (`[monitor.phi]`) and steady 1 s heartbeats: the
+/// detection time the configuration implies.
+fn implied_detection_time() -> Duration {
+    let phi = resilience::PhiConfig::default();
+    let interval = 1.0;
+    let mean = interval + phi.acceptable_heartbeat_pause.as_secs_f64();
+    let std_dev = phi.min_std_dev.as_secs_f64();
+    let mut elapsed = 0.0;
+    while resilience::phi::phi_of(elapsed, mean, std_dev) < phi.threshold {
+        elapsed += 0.01;
+    }
+    Duration::from_secs_f64(elapsed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_raises_role_dead_for_a_killed_analyze_process_and_resolves_it() {
+    let iso = Isolation::new("monitor");
+    let http = http_client();
+    let monitor = start(&iso, "monitor", "monitor", &[], &http).await;
+    let monitor_url = monitor.base.clone();
+    let env = [("AUDITFLOW_MONITOR__URL", monitor_url.as_str())];
+    let port = free_port();
+    let mut analyze = try_start(&iso, "analyze", "analyze", Some(port), &env, &http)
+        .await
+        .expect("analyze starts");
+    let member = format!("analyze@127.0.0.1:{port}");
+
+    // Ten heartbeats heard, none missing: the detector has its intervals.
+    eventually(Duration::from_secs(30), || {
+        let (http, url, member) = (
+            http.clone(),
+            format!("{monitor_url}/v1/heartbeats"),
+            member.clone(),
+        );
+        async move {
+            let body = get_json(&http, &url).await?;
+            let members = body["members"].as_array().cloned().unwrap_or_default();
+            match members.iter().find(|m| m["member"] == member.as_str()) {
+                Some(m) if m["dead"] == false => Ok(()),
+                other => Err(format!("{member}: {other:?}")),
+            }
+        }
+    })
+    .await
+    .expect("the monitor hears the analyze process");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        system_alert(&system_alerts(&monitor), "SYS-ROLE-DEAD", &member, "FIRING").is_none(),
+        "a live process is not dead"
+    );
+
+    analyze.kill9().await;
+    let killed = Instant::now();
+    let implied = implied_detection_time();
+    // Phi crosses the threshold `implied` after the last heartbeat; the
+    // monitor checks every second; the file channel writes at once; 2.5 s
+    // of slack for scheduling on a loaded 2-core machine (heartbeat jitter
+    // also widens the detector's standard deviation a little).
+    let bound = implied + Duration::from_secs(1) + Duration::from_millis(2500);
+    let alerts = eventually(bound + Duration::from_secs(10), || {
+        let alerts = system_alerts(&monitor);
+        let member = member.clone();
+        async move {
+            match system_alert(&alerts, "SYS-ROLE-DEAD", &member, "FIRING") {
+                Some(_) => Ok(alerts),
+                None => Err(format!("no role_dead yet: {alerts:?}")),
+            }
+        }
+    })
+    .await
+    .expect("role dead is raised");
+    let detected = killed.elapsed();
+    assert!(
+        detected <= bound,
+        "role dead after {detected:?}; the config implies {implied:?} (+ check interval and slack: {bound:?})"
+    );
+    assert!(
+        detected >= phi_pause(),
+        "role dead after {detected:?}, before the acceptable heartbeat pause"
+    );
+    assert!(
+        system_alert(&alerts, "SYS-ALL-ANALYZERS-DEAD", "analyze", "FIRING").is_some(),
+        "the only analyze process is dead: {alerts:?}"
+    );
+
+    // Back on the same address: resolved.
+    let analyze = try_start(&iso, "analyze", "analyze", Some(port), &env, &http)
+        .await
+        .expect("analyze restarts");
+    eventually(Duration::from_secs(20), || {
+        let alerts = system_alerts(&monitor);
+        let member = member.clone();
+        async move {
+            let resolved = system_alert(&alerts, "SYS-ROLE-DEAD", &member, "RESOLVED").is_some()
+                && system_alert(&alerts, "SYS-ALL-ANALYZERS-DEAD", "analyze", "RESOLVED").is_some();
+            if resolved {
+                Ok(())
+            } else {
+                Err(format!("not resolved yet: {alerts:?}"))
+            }
+        }
+    })
+    .await
+    .expect("role dead resolves when the process returns");
+    let firing = system_alerts(&monitor)
+        .iter()
+        .filter(|a| {
+            a["analysis_rule"]["rule_id"] == "SYS-ROLE-DEAD" && a["action_observed"] == "FIRING"
+        })
+        .count();
+    assert_eq!(
+        firing, 1,
+        "one firing notice (the repeat interval is 5 min)"
+    );
+    let failures = stop_all(&mut [analyze, monitor]).await;
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+fn phi_pause() -> Duration {
+    resilience::PhiConfig::default().acceptable_heartbeat_pause
 }

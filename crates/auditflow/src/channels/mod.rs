@@ -65,6 +65,11 @@ pub fn build(
                         .unwrap_or_else(|| data_dir.join("alerts.ndjson"));
                     Arc::new(file::FileChannel::open(name.clone(), &path)?)
                 }
+                ChannelConfig::Slack { name, url } => Arc::new(webhook::WebhookChannel::slack(
+                    name.clone(),
+                    url.clone(),
+                    policies.named("webhook", name)?,
+                )?),
                 ChannelConfig::Webhook { name, url } => Arc::new(webhook::WebhookChannel::new(
                     name.clone(),
                     url.clone(),

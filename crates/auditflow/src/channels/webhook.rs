@@ -20,6 +20,38 @@ pub struct WebhookChannel {
     url: String,
     client: reqwest::Client,
     policy: Policy,
+    format: Format,
+}
+
+/// What the POST body looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// The alert's own JSON.
+    Alert,
+    /// A Slack-compatible incoming-webhook message (`{"text": ...}`).
+    Slack,
+}
+
+/// The Slack-compatible message for an alert: one `text` in Slack's
+/// markdown, which Slack, Mattermost and Rocket.Chat all render.
+pub fn slack_message(alert: &Alert) -> serde_json::Value {
+    let icon = match alert.severity {
+        auditflow_core::Severity::Critical | auditflow_core::Severity::Error => ":rotating_light:",
+        auditflow_core::Severity::Warning => ":warning:",
+        auditflow_core::Severity::Info => ":information_source:",
+    };
+    serde_json::json!({
+        "text": format!(
+            "{icon} *[{severity}] {name}*\n{description}\nrule `{rule}` · host `{host}` · actor `{actor}` · alert `{id}`",
+            severity = alert.severity,
+            name = alert.alert_name,
+            description = alert.description,
+            rule = alert.analysis_rule.rule_id,
+            host = alert.impacted_resource.server_hostname,
+            actor = alert.triggered_by.actor_id,
+            id = alert.alert_id,
+        )
+    })
 }
 
 /// One failed POST.
@@ -45,7 +77,15 @@ impl WebhookChannel {
             url,
             client,
             policy,
+            format: Format::Alert,
         })
+    }
+
+    /// A channel posting Slack-compatible messages to an incoming webhook.
+    pub fn slack(name: String, url: String, policy: Policy) -> anyhow::Result<Self> {
+        let mut channel = WebhookChannel::new(name, url, policy)?;
+        channel.format = Format::Slack;
+        Ok(channel)
     }
 
     async fn post_once(&self, alert: &Alert) -> Result<(), PostError> {
@@ -54,7 +94,10 @@ impl WebhookChannel {
             .post(&self.url)
             .header("Idempotency-Key", alert.alert_id.to_string())
             .header("Content-Type", "application/json")
-            .body(alert.to_json_bytes())
+            .body(match self.format {
+                Format::Alert => alert.to_json_bytes(),
+                Format::Slack => slack_message(alert).to_string().into_bytes(),
+            })
             .send()
             .await
             .map_err(|e| PostError::Transient(format!("webhook request failed: {e}")))?;

@@ -6,6 +6,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use resilience::{BreakerState, CallOutcome, PolicyObserver, RejectReason, StateTransition};
 
@@ -33,15 +34,35 @@ struct TransitionLabels {
     to: &'static str,
 }
 
+fn call_histogram() -> Histogram {
+    // 50 µs .. ~52 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 21))
+}
+
 /// Metrics of every policy; dependency names come from configuration (bounded).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PrometheusObserver {
     calls: Family<CallLabels, Counter>,
+    call_duration: Family<DependencyLabel, Histogram, fn() -> Histogram>,
     rejections: Family<RejectionLabels, Counter>,
     retries: Family<DependencyLabel, Counter>,
     budget_exhausted: Family<DependencyLabel, Counter>,
     breaker_state: Family<DependencyLabel, Gauge>,
     breaker_transitions: Family<TransitionLabels, Counter>,
+}
+
+impl Default for PrometheusObserver {
+    fn default() -> Self {
+        PrometheusObserver {
+            calls: Family::default(),
+            call_duration: Family::new_with_constructor(call_histogram as fn() -> Histogram),
+            rejections: Family::default(),
+            retries: Family::default(),
+            budget_exhausted: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+        }
+    }
 }
 
 impl PrometheusObserver {
@@ -53,6 +74,11 @@ impl PrometheusObserver {
             "calls",
             "Logical calls to a dependency by final outcome",
             observer.calls.clone(),
+        );
+        sub.register(
+            "call_duration_seconds",
+            "Duration of logical calls to a dependency (retries included)",
+            observer.call_duration.clone(),
         );
         sub.register(
             "rejections",
@@ -78,7 +104,34 @@ impl PrometheusObserver {
         observer
     }
 
-    /// Publishes a breaker's initial state, so the gauge exists before any transition.
+    /// Publishes a policy's metrics at zero (and its breaker's initial
+    /// state), so every series exists before the first event: dashboards and
+    /// `rate()` see 0 rather than nothing.
+    pub fn register_policy(&self, dependency: &str, state: BreakerState) {
+        let label = DependencyLabel {
+            dependency: dependency.to_string(),
+        };
+        let _ = self.retries.get_or_create(&label);
+        let _ = self.budget_exhausted.get_or_create(&label);
+        for reason in [
+            RejectReason::RateLimited,
+            RejectReason::BulkheadFull,
+            RejectReason::CircuitOpen,
+        ] {
+            let _ = self.rejections.get_or_create(&RejectionLabels {
+                dependency: dependency.to_string(),
+                reason: reason.as_str(),
+            });
+        }
+        let _ = self.breaker_transitions.get_or_create(&TransitionLabels {
+            dependency: dependency.to_string(),
+            from: BreakerState::Closed.as_str(),
+            to: BreakerState::Open.as_str(),
+        });
+        self.initial_state(dependency, state);
+    }
+
+    /// Publishes a breaker's state.
     pub fn initial_state(&self, dependency: &str, state: BreakerState) {
         self.breaker_state
             .get_or_create(&DependencyLabel {
@@ -89,7 +142,12 @@ impl PrometheusObserver {
 }
 
 impl PolicyObserver for PrometheusObserver {
-    fn on_call(&self, policy: &str, outcome: CallOutcome, _elapsed: Duration) {
+    fn on_call(&self, policy: &str, outcome: CallOutcome, elapsed: Duration) {
+        self.call_duration
+            .get_or_create(&DependencyLabel {
+                dependency: policy.to_string(),
+            })
+            .observe(elapsed.as_secs_f64());
         self.calls
             .get_or_create(&CallLabels {
                 dependency: policy.to_string(),

@@ -91,7 +91,7 @@ impl Policies {
             .build()
             .map_err(|e| anyhow::anyhow!("[resilience.{section}]: {e}"))?;
         if let Some(breaker) = policy.breaker() {
-            self.observer.initial_state(name, breaker.state());
+            self.observer.register_policy(name, breaker.state());
         }
         Ok(policy)
     }

@@ -18,12 +18,30 @@ use auditflow_core::store::{
 pub struct ResilientStore {
     inner: Arc<dyn Store>,
     policy: Policy,
+    durations: Option<QueryDurations>,
 }
+
+/// `auditflow_store_query_duration_seconds`, by operation.
+pub type QueryDurations = prometheus_client::metrics::family::Family<
+    crate::metrics::OperationLabel,
+    prometheus_client::metrics::histogram::Histogram,
+    fn() -> prometheus_client::metrics::histogram::Histogram,
+>;
 
 impl ResilientStore {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Store>, policy: Policy) -> Self {
-        ResilientStore { inner, policy }
+        ResilientStore {
+            inner,
+            policy,
+            durations: None,
+        }
+    }
+
+    /// Also records each call's duration (retries included) by operation.
+    pub fn with_durations(mut self, durations: QueryDurations) -> Self {
+        self.durations = Some(durations);
+        self
     }
 
     /// The policy (for breaker state in health reports).
@@ -31,15 +49,23 @@ impl ResilientStore {
         &self.policy
     }
 
-    async fn run<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
-        self.policy
+        let started = std::time::Instant::now();
+        let result = self
+            .policy
             .call_classified(op, classify)
             .await
-            .map_err(fold)
+            .map_err(fold);
+        if let Some(durations) = &self.durations {
+            durations
+                .get_or_create(&crate::metrics::OperationLabel { operation })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
     }
 }
 
@@ -64,35 +90,39 @@ fn fold(error: PolicyError<StoreError>) -> StoreError {
 #[async_trait]
 impl Store for ResilientStore {
     async fn insert_events(&self, events: &[Event]) -> Result<u64, StoreError> {
-        self.run(|| self.inner.insert_events(events)).await
+        self.run("insert_events", || self.inner.insert_events(events))
+            .await
     }
 
     async fn insert_alerts(&self, alerts: &[Alert]) -> Result<Vec<Uuid>, StoreError> {
-        self.run(|| self.inner.insert_alerts(alerts)).await
+        self.run("insert_alerts", || self.inner.insert_alerts(alerts))
+            .await
     }
 
     async fn record_delivery(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
-        self.run(|| self.inner.record_delivery(record)).await
+        self.run("record_delivery", || self.inner.record_delivery(record))
+            .await
     }
 
     async fn deliveries(&self, alert_id: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
-        self.run(|| self.inner.deliveries(alert_id)).await
+        self.run("deliveries", || self.inner.deliveries(alert_id))
+            .await
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
-        self.run(|| self.inner.event(event_id)).await
+        self.run("event", || self.inner.event(event_id)).await
     }
 
     async fn events(&self, query: &EventQuery) -> Result<Page<StoredEvent>, StoreError> {
-        self.run(|| self.inner.events(query)).await
+        self.run("events", || self.inner.events(query)).await
     }
 
     async fn alert(&self, alert_id: Uuid) -> Result<Option<StoredAlert>, StoreError> {
-        self.run(|| self.inner.alert(alert_id)).await
+        self.run("alert", || self.inner.alert(alert_id)).await
     }
 
     async fn alerts(&self, query: &AlertQuery) -> Result<Page<StoredAlert>, StoreError> {
-        self.run(|| self.inner.alerts(query)).await
+        self.run("alerts", || self.inner.alerts(query)).await
     }
 
     async fn alerts_by_offset(
@@ -100,15 +130,17 @@ impl Store for ResilientStore {
         limit: u32,
         offset: u64,
     ) -> Result<Vec<StoredAlert>, StoreError> {
-        self.run(|| self.inner.alerts_by_offset(limit, offset))
-            .await
+        self.run("alerts_by_offset", || {
+            self.inner.alerts_by_offset(limit, offset)
+        })
+        .await
     }
 
     async fn counts(&self) -> Result<StoreCounts, StoreError> {
-        self.run(|| self.inner.counts()).await
+        self.run("counts", || self.inner.counts()).await
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        self.run(|| self.inner.check()).await
+        self.run("check", || self.inner.check()).await
     }
 }

@@ -161,11 +161,12 @@ async fn prepare(
             }
             Err(e) => {
                 let reason = format!("invalid event: {e}");
-                tracing::warn!(message_id = %delivery.message.message_id, %reason, "dead-lettering event");
+                tracing::warn!(event_id = %delivery.message.message_id, %reason, "dead-lettering event");
                 ctx.metrics
                     .events_processed
                     .get_or_create(&ResultLabel { result: "invalid" })
                     .inc();
+                ctx.metrics.sli.analysis.add(1, 1);
                 crate::persist_sub!(
                     ctx,
                     sub.dead_letter(delivery.tag, &reason),
@@ -275,7 +276,37 @@ async fn finish(
     ctx.metrics
         .event_processing_duration
         .observe(started.elapsed().as_secs_f64());
+    ctx.metrics.sli.analysis.add(events.len() as u64, 0);
+    observe_latencies(ctx, &headers);
     Ok(())
+}
+
+/// Records each event's latency from ingest accepting it (its
+/// `x-ingested-at` header) to now, when it is acked. Events published by
+/// others without the header are not counted.
+fn observe_latencies(ctx: &Context, headers: &[Headers]) {
+    let now = chrono::Utc::now();
+    // One ingest request stamps all its events alike: parse each distinct
+    // stamp once.
+    let mut last: Option<(&str, f64)> = None;
+    let latencies = headers.iter().filter_map(|h| {
+        let stamp = h.get(HEADER_INGESTED_AT)?.as_str();
+        match last {
+            Some((seen, latency)) if seen == stamp => Some(latency),
+            _ => {
+                let at = auditflow_core::time::parse_timestamp(stamp).ok()?;
+                let micros = (now - at).num_microseconds().unwrap_or(0).max(0);
+                let latency = micros as f64 / 1e6;
+                last = Some((stamp, latency));
+                Some(latency)
+            }
+        }
+    });
+    let latencies: Vec<f64> = latencies.collect();
+    for latency in &latencies {
+        ctx.metrics.event_analysis_latency.observe(*latency);
+    }
+    ctx.metrics.sli.observe_analysis_latencies(latencies);
 }
 
 fn alert_message(alert: &Alert, event_headers: &Headers) -> Message {

@@ -17,4 +17,6 @@ pub enum Role {
     Api,
     /// The web dashboard (`/dashboard`).
     Dashboard,
+    /// Checks dependencies and roles (heartbeats) and raises system alerts.
+    Monitor,
 }

@@ -96,7 +96,7 @@ async fn handle_batch(
             }
             Err(e) => {
                 let reason = e.to_string();
-                tracing::warn!(message_id = %delivery.message.message_id, %reason, "dead-lettering alert");
+                tracing::warn!(alert_id = %delivery.message.message_id, %reason, "dead-lettering alert");
                 crate::persist_sub!(
                     ctx,
                     sub.dead_letter(delivery.tag, &reason),

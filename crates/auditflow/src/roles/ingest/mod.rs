@@ -71,7 +71,9 @@ fn error_body(status: StatusCode, message: &str, retry_after: Option<u64>) -> Re
     response
 }
 
-/// `POST /v1/events`.
+/// `POST /v1/events`. Its log lines carry `role = ingest` (an ERROR-level
+/// span so that it exists whatever the log level).
+#[tracing::instrument(level = "error", name = "role", skip_all, fields(role = "ingest"))]
 pub async fn post_events(
     State(ctx): State<Context>,
     Query(params): Query<IngestParams>,
