@@ -5,11 +5,13 @@
 //! the store answers again the panels recover by themselves, live in an
 //! open browser too.
 //!
-//! The platform is real (embedded broker and SQLite store, resilience
+//! The first test's platform is real (embedded broker and SQLite store, resilience
 //! policies from `build_context`, ingest, analyze, notify and the dashboard
 //! on a real HTTP listener); only the store is wrapped in a switch that,
 //! when on, accepts every call and never answers, which is what a wedged
-//! database looks like (the same fault as `hanging_dependency.rs`).
+//! database looks like (the same fault as `hanging_dependency.rs`). The
+//! second test uses no wrapper at all: `auditflow up` as a child process on
+//! a throwaway PostgreSQL cluster, which is stopped and started again.
 
 #[allow(dead_code)] // not every test uses every browser helper
 mod browser;
@@ -334,4 +336,132 @@ async fn the_overview_marks_store_panels_unavailable_while_the_store_hangs_and_r
         let _ = server.await;
     })
     .await;
+}
+
+/// `auditflow up --store postgres://...` on a throwaway cluster: stopping
+/// the server (a real outage, not a wrapper) leaves the overview answering
+/// 200 with the store's panels marked unavailable while the broker's panel
+/// works; starting it again brings every panel back without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_survives_a_stopped_postgresql_and_recovers_when_it_returns() {
+    let pg = recovery_support::PgCluster::start().expect("throwaway PostgreSQL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let args = vec!["--store".to_string(), pg.url()];
+    let env = [
+        // Give up on the store fast, so the test does not wait for defaults.
+        ("AUDITFLOW_RESILIENCE__STORE__TIMEOUT__PER_ATTEMPT", "300ms"),
+        ("AUDITFLOW_RESILIENCE__STORE__TIMEOUT__TOTAL", "900ms"),
+        ("AUDITFLOW_RESILIENCE__STORE__BREAKER__OPEN_DURATION", "1s"),
+        (
+            "AUDITFLOW_RESILIENCE__STORE__BREAKER__MAX_OPEN_DURATION",
+            "1s",
+        ),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let mut platform = recovery_support::start_platform(
+        dir.path(),
+        &dir.path().join("auditflow.log"),
+        &args,
+        &env,
+        &client,
+    )
+    .await
+    .expect("auditflow up on PostgreSQL");
+    let base = platform.base.clone();
+
+    // A burst, so the store-fed panels have content before the outage.
+    let user = format!("pg-down-{}", Uuid::new_v4().simple());
+    let now = Utc::now();
+    let burst: Vec<_> = (0..3)
+        .map(|i| {
+            json!({
+                "timestamp": (now - chrono::Duration::seconds(2 - i)).to_rfc3339(),
+                "source_service": "dashboard-test", "server_hostname": "db-01",
+                "event_type": "user_login", "severity": "WARNING", "user_id": user,
+                "action_result": "FAILURE", "details": {"reason": "Incorrect password"}
+            })
+        })
+        .collect();
+    let accepted = client
+        .post(format!("{base}/v1/events"))
+        .json(&burst)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(accepted.status(), 202);
+    let start = Instant::now();
+    loop {
+        let (status, page, _) = get(&client, &format!("{base}/dashboard")).await;
+        assert_eq!(status, 200);
+        if !page.contains("data-unavailable") && panel(&page, "recent-alerts").contains(&user) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "overview never complete: {page}\n{}",
+            platform.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // ---- PostgreSQL stops. ----
+    pg.stop().expect("pg_ctl stop");
+    let start = Instant::now();
+    loop {
+        let (status, page, took) = get(&client, &format!("{base}/dashboard")).await;
+        assert_eq!(status, 200, "the overview failed with PostgreSQL down");
+        assert!(took < Duration::from_secs(5), "the overview took {took:?}");
+        let marked = ["throughput", "by-rule", "recent-alerts"]
+            .iter()
+            .all(|key| panel(&page, key).contains("data unavailable"));
+        if marked {
+            assert!(
+                panel(&page, "recent-alerts").contains(&user),
+                "the last good alerts are not kept: {page}"
+            );
+            let queues = panel(&page, "queues");
+            assert!(
+                !queues.contains("data unavailable") && queues.contains("audit_events"),
+                "the broker's panel failed too: {queues}"
+            );
+            assert!(
+                panel(&page, "health").contains("data-component=\"store\" data-status=\"down\""),
+                "health does not show the store down: {page}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "store panels not marked unavailable: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (status, _, _) = get(&client, &format!("{base}/dashboard/alerts")).await;
+    assert_eq!(status, 200);
+
+    // ---- PostgreSQL is back: the panels recover, same process. ----
+    pg.start_again().expect("pg_ctl start");
+    let start = Instant::now();
+    loop {
+        let (status, page, _) = get(&client, &format!("{base}/dashboard")).await;
+        assert_eq!(status, 200);
+        if !page.contains("data-unavailable")
+            && panel(&page, "health").contains("data-component=\"store\" data-status=\"up\"")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the overview did not recover: {page}\n{}",
+            platform.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = platform.sigterm_and_wait().await.expect("SIGTERM");
+    assert!(status.success(), "exit after SIGTERM: {status}");
 }

@@ -131,6 +131,17 @@ impl PgCluster {
         self.pg_ctl("restart")
     }
 
+    /// `pg_ctl stop -m fast -w` (blocking): the server is gone until
+    /// [`PgCluster::start_again`].
+    pub fn stop(&self) -> Result<(), String> {
+        self.pg_ctl("stop")
+    }
+
+    /// `pg_ctl start -w` on the same port and data directory.
+    pub fn start_again(&self) -> Result<(), String> {
+        self.pg_ctl("start")
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
