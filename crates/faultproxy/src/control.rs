@@ -161,6 +161,8 @@ impl FaultHandle {
 
     /// Removes every fault (and brings the proxy up).
     pub fn clear_all(&self) {
-        self.shared.control.send_modify(|c| c.faults = Faults::default());
+        self.shared
+            .control
+            .send_modify(|c| c.faults = Faults::default());
     }
 }

@@ -11,7 +11,8 @@ pub struct Stats {
     pub connections_accepted: u64,
     /// Connections open now.
     pub connections_active: u64,
-    /// Connections closed with a reset by a fault (reset, down, probability).
+    /// Connections closed with a reset: by a fault (reset, down, probability,
+    /// unreachable upstream) or passed on from a side that reset.
     pub connections_reset: u64,
     /// Connections whose upstream could not be reached.
     pub upstream_connect_failures: u64,

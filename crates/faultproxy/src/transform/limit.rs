@@ -31,10 +31,40 @@ mod tests {
 
     #[test]
     fn cuts_at_the_limit() {
-        assert_eq!(allowance(None, 5, 10), Allowance { allowed: 10, close: false });
-        assert_eq!(allowance(Some(100), 0, 10), Allowance { allowed: 10, close: false });
-        assert_eq!(allowance(Some(100), 95, 10), Allowance { allowed: 5, close: true });
-        assert_eq!(allowance(Some(100), 90, 10), Allowance { allowed: 10, close: true });
-        assert_eq!(allowance(Some(100), 120, 10), Allowance { allowed: 0, close: true });
+        assert_eq!(
+            allowance(None, 5, 10),
+            Allowance {
+                allowed: 10,
+                close: false
+            }
+        );
+        assert_eq!(
+            allowance(Some(100), 0, 10),
+            Allowance {
+                allowed: 10,
+                close: false
+            }
+        );
+        assert_eq!(
+            allowance(Some(100), 95, 10),
+            Allowance {
+                allowed: 5,
+                close: true
+            }
+        );
+        assert_eq!(
+            allowance(Some(100), 90, 10),
+            Allowance {
+                allowed: 10,
+                close: true
+            }
+        );
+        assert_eq!(
+            allowance(Some(100), 120, 10),
+            Allowance {
+                allowed: 0,
+                close: true
+            }
+        );
     }
 }
