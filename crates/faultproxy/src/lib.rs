@@ -47,6 +47,11 @@ pub use error::Error;
 pub use fault::{Direction, DirectionFaults, Faults, Flow, Latency, Slicer};
 pub use stats::Stats;
 
+/// The README's example compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme_doctest {}
+
 use control::{Control, Shared};
 use rng::Rng;
 
