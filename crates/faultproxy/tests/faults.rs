@@ -377,3 +377,100 @@ async fn dropping_the_proxy_stops_its_tasks() {
     .await;
     eventually("listener closed", || refused(addr)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_apply_only_to_their_direction_and_clear_all_removes_them() {
+    let (p, h) = setup().await;
+    h.set_blackhole(Direction::Downstream, true);
+    h.update(Direction::Upstream, |f| {
+        f.data_limit = Some(1_000_000);
+        f.slow_close = Some(Duration::from_millis(1));
+    });
+    let f = h.faults();
+    assert!(f.downstream.blackhole && !f.upstream.blackhole);
+    assert_eq!(f.upstream.data_limit, Some(1_000_000));
+    assert_eq!(f.downstream.data_limit, None);
+
+    // Downstream blackhole: the request reaches the server, its answer is discarded.
+    let mut s = connect(&p).await;
+    s.write_all(b"ping").await.unwrap();
+    eventually("the answer was discarded", || async {
+        h.stats().bytes_blackholed >= 4
+    })
+    .await;
+    assert_eq!(h.stats().bytes_upstream, 4);
+    assert_eq!(h.stats().bytes_downstream, 0);
+
+    h.clear_all();
+    assert!(h.faults().is_clear());
+    round_trip(&mut s, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_data_limit_lets_exactly_n_bytes_reach_the_server() {
+    let (p, h) = setup().await;
+    h.set_data_limit(Direction::Upstream, 300);
+    let (back, _) = transfer_to_eof(connect(&p).await, 4096, false).await;
+    // The echo server got exactly 300 bytes; the connection then closed.
+    assert!(back.len() <= 300, "{}", back.len());
+    assert_eq!(h.stats().bytes_upstream, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_reaches_every_open_connection() {
+    let (p, h) = setup().await;
+    let mut conns = Vec::new();
+    for _ in 0..5 {
+        let mut s = connect(&p).await;
+        round_trip(&mut s, 10).await;
+        conns.push(s);
+    }
+    h.reset_connections();
+    for mut s in conns {
+        let mut b = [0u8; 1];
+        let r = timeout(DEADLINE, s.read(&mut b)).await.expect("read ends");
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::ConnectionReset);
+    }
+    eventually("no connection left", || async {
+        h.stats().connections_active == 0
+    })
+    .await;
+    assert_eq!(h.stats().connections_reset, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_resets_the_client() {
+    // A port nothing listens on: bind, read the port, close.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let p = Proxy::start("127.0.0.1:0".parse().unwrap(), dead)
+        .await
+        .unwrap();
+    let h = p.handle();
+    assert_eq!(h.upstream_addr(), dead);
+    let r = match TcpStream::connect(p.listen_addr()).await {
+        Err(e) => Err(e),
+        Ok(mut s) => {
+            let mut b = [0u8; 1];
+            timeout(DEADLINE, s.read(&mut b)).await.expect("read ends")
+        }
+    };
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::ConnectionReset);
+    eventually("the failure is counted", || async {
+        h.stats().upstream_connect_failures == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_outliving_its_proxy_is_harmless() {
+    let (p, h) = setup().await;
+    p.shutdown().await;
+    h.set_latency(Direction::Both, Duration::from_millis(5), Duration::ZERO);
+    h.reset_connections();
+    h.down();
+    h.up();
+    assert_eq!(h.stats().connections_active, 0);
+}
