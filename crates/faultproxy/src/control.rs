@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     pub(crate) listen: SocketAddr,
     pub(crate) upstream: SocketAddr,
     pub(crate) connect_timeout: Duration,
+    /// True while the listener is bound (false while down, until bound again).
+    pub(crate) listening: AtomicBool,
 }
 
 /// A cheap, cloneable handle that changes a running proxy's faults.
@@ -49,6 +52,12 @@ impl FaultHandle {
     /// The address connections are forwarded to.
     pub fn upstream_addr(&self) -> SocketAddr {
         self.shared.upstream
+    }
+
+    /// True while the listener is bound: false once [`FaultHandle::down`] has
+    /// taken effect, true again once [`FaultHandle::up`] has bound it again.
+    pub fn is_listening(&self) -> bool {
+        self.shared.listening.load(Ordering::Acquire)
     }
 
     /// The faults active now.

@@ -35,6 +35,7 @@ mod stats;
 mod transform;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -98,6 +99,7 @@ impl Proxy {
             listen: bound,
             upstream,
             connect_timeout,
+            listening: AtomicBool::new(true),
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(listener::run(listener, Arc::clone(&shared), rx));

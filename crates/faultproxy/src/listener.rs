@@ -2,6 +2,7 @@
 //! task per connection and stops them all on shutdown.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,10 +38,14 @@ pub(crate) async fn run(
     loop {
         let down = ctrl.borrow_and_update().faults.down;
         if down {
+            shared.listening.store(false, Ordering::Release);
             listener = None;
         } else if listener.is_none() {
             match TcpListener::bind(shared.listen).await {
-                Ok(l) => listener = Some(l),
+                Ok(l) => {
+                    listener = Some(l);
+                    shared.listening.store(true, Ordering::Release);
+                }
                 Err(_) => {
                     tokio::select! {
                         _ = sleep(RETRY_PAUSE) => {}
@@ -64,5 +69,6 @@ pub(crate) async fn run(
         }
     }
     drop(listener);
+    shared.listening.store(false, Ordering::Release);
     conns.shutdown().await;
 }

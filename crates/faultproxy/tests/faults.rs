@@ -119,6 +119,7 @@ async fn echoes(addr: SocketAddr) -> bool {
 async fn forwards_and_counts() {
     let (p, h) = setup().await;
     assert!(h.faults().is_clear());
+    assert!(h.is_listening());
     let mut s = connect(&p).await;
     round_trip(&mut s, 1000).await;
     let st = h.stats();
@@ -326,9 +327,11 @@ async fn down_refuses_and_drops_then_up_restores() {
     let r = timeout(DEADLINE, s.read(&mut b)).await.expect("read ends");
     assert_eq!(r.unwrap_err().kind(), ErrorKind::ConnectionReset);
     eventually("new connections refused", || refused(addr)).await;
+    assert!(!h.is_listening());
 
     h.up();
-    eventually("connections accepted again", || echoes(addr)).await;
+    eventually("listening again", || async { h.is_listening() }).await;
+    assert!(echoes(addr).await);
     assert!(h.faults().is_clear());
 }
 
@@ -362,6 +365,7 @@ async fn shutdown_stops_the_listener_and_every_connection() {
     let r = timeout(DEADLINE, s.read(&mut b)).await.expect("read ends");
     assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
     assert!(refused(addr).await);
+    assert!(!h.is_listening());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
