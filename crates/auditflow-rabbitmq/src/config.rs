@@ -100,9 +100,12 @@ pub struct RabbitConfig {
     pub single_active_consumer: Vec<String>,
     /// Largest AMQP frame we propose, in bytes, unless the URL sets
     /// `frame_max` itself. lapin keeps a send and a receive ring buffer of 32
-    /// frames each per connection, so RabbitMQ's default of 128 KiB costs
-    /// 8 MiB of resident memory per process; audit events are well under a
-    /// kilobyte, and larger messages are simply split into more body frames.
+    /// frames each per connection, so the default (RabbitMQ's own, 128 KiB)
+    /// costs 8 MiB of resident memory per process. On a small machine 32 KiB
+    /// saves about 6 MiB per process; audit events are well under a
+    /// kilobyte, and larger messages are split into more body frames. In
+    /// `scripts/bench.py --distributed` it looked a few percent slower, within
+    /// the run-to-run noise, so the default stays RabbitMQ's.
     pub frame_max: u32,
 }
 
@@ -120,7 +123,7 @@ impl Default for RabbitConfig {
             dead_letter_scan_limit: 1000,
             connection_name: "auditflow".to_string(),
             single_active_consumer: Vec::new(),
-            frame_max: 32 * 1024,
+            frame_max: 128 * 1024,
         }
     }
 }
