@@ -6,7 +6,7 @@
 //!
 //! | Path | Page |
 //! |---|---|
-//! | `/dashboard` | overview: throughput, alerts over time, by rule and severity, top users and hosts, recent alerts, queues, health; live |
+//! | `/dashboard` | overview: throughput, alerts over time, by rule and severity, top users and hosts, recent alerts, queues, health, SLOs and error budgets; live |
 //! | `/dashboard/alerts` | alerts with filters and cursor pagination; live on the first page |
 //! | `/dashboard/alerts/{id}` | one alert: triggering event, related events, deliveries, remediation |
 //! | `/dashboard/events` | event search; `/dashboard/events/{id}`: one event and the alerts it caused |
@@ -39,7 +39,7 @@ pub mod throughput;
 pub mod view;
 
 pub use auth::Auth;
-pub use sources::{ComponentKind, ComponentReport, HealthSource, Sources, Status};
+pub use sources::{ComponentKind, ComponentReport, HealthSource, SloSource, Sources, Status};
 
 /// The dashboard's state, shared by its handlers.
 pub struct Dashboard {

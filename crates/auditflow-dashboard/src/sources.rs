@@ -70,6 +70,13 @@ pub trait HealthSource: Send + Sync + 'static {
     async fn report(&self) -> Vec<ComponentReport>;
 }
 
+/// The latest evaluation of the process's SLOs. In memory, so it cannot
+/// hang; empty when no SLO is configured.
+pub trait SloSource: Send + Sync + 'static {
+    /// One report per SLO.
+    fn reports(&self) -> Vec<auditflow_slo::SloReport>;
+}
+
 /// Everything the dashboard reads from.
 #[derive(Clone)]
 pub struct Sources {
@@ -81,4 +88,6 @@ pub struct Sources {
     pub queues: Vec<String>,
     /// Health of dependencies and roles.
     pub health: Arc<dyn HealthSource>,
+    /// SLO status and error budgets.
+    pub slo: Arc<dyn SloSource>,
 }

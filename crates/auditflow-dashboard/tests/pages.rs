@@ -10,7 +10,8 @@ use auditflow_core::broker::{Broker, BrokerError, DeadLetter, Message, QueueStat
 use auditflow_core::event::Event;
 use auditflow_core::Store;
 use auditflow_dashboard::{
-    router, Auth, ComponentKind, ComponentReport, Dashboard, HealthSource, Sources, Status,
+    router, Auth, ComponentKind, ComponentReport, Dashboard, HealthSource, SloSource, Sources,
+    Status,
 };
 use auditflow_embedded::{Embedded, EmbeddedOptions};
 use axum::body::Body;
@@ -34,6 +35,36 @@ impl HealthSource for FixedHealth {
             last_error: Some("an old <i>error</i>".into()),
             breaker: Some("closed".into()),
         }]
+    }
+}
+
+/// Two real SLO trackers under a manual clock: `ingest` healthy, and
+/// `<b>analysis</b>` (a hostile name, to check escaping) after ten minutes
+/// of total failure, which pages.
+struct TrackedSlos(Vec<auditflow_slo::SloReport>);
+
+impl TrackedSlos {
+    fn new() -> TrackedSlos {
+        use std::time::Duration;
+        let clock = resilience::ManualClock::starting_at(Duration::from_secs(1_000_000));
+        let day = Duration::from_secs(86_400);
+        let spec = |name: &str| auditflow_slo::SloSpec::new(name, 0.999, 30 * day);
+        let mut healthy =
+            auditflow_slo::SloTracker::new(spec("ingest"), clock.shared()).expect("spec");
+        let mut failing =
+            auditflow_slo::SloTracker::new(spec("<b>analysis</b>"), clock.shared()).expect("spec");
+        for _ in 0..60 {
+            clock.advance(Duration::from_secs(10));
+            healthy.record(100, 100);
+            failing.record(0, 100);
+        }
+        TrackedSlos(vec![healthy.report(), failing.report()])
+    }
+}
+
+impl SloSource for TrackedSlos {
+    fn reports(&self) -> Vec<auditflow_slo::SloReport> {
+        self.0.clone()
     }
 }
 
@@ -120,6 +151,7 @@ async fn fixture(token: Option<&str>) -> Fixture {
         broker: Arc::clone(&broker) as Arc<dyn Broker>,
         queues: vec!["audit_events".into(), "audit_alerts".into()],
         health: Arc::new(FixedHealth),
+        slo: Arc::new(TrackedSlos::new()),
     };
     let app = router(Dashboard::new(
         sources,
@@ -413,4 +445,39 @@ async fn an_alert_page_without_its_event_shows_the_carried_copy_and_no_script_li
         "{page}"
     );
     assert!(page.contains("No delivery recorded yet."), "{page}");
+}
+
+#[tokio::test]
+async fn the_overview_shows_each_slo_budget_and_its_firing_alerts() {
+    let f = fixture(None).await;
+    let (status, page) = get(&f.app, "/dashboard", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let panel = page
+        .split("id=\"panel-slo\"")
+        .nth(1)
+        .and_then(|rest| rest.split("<section").next())
+        .expect("SLO panel");
+    let row = |name: &str| {
+        panel
+            .split(&format!("data-slo=\"{name}\""))
+            .nth(1)
+            .and_then(|rest| rest.split("</tr>").next())
+            .unwrap_or_else(|| panic!("no row for {name}: {panel}"))
+            .to_string()
+    };
+    let healthy = row("ingest");
+    assert!(healthy.contains("99.900%"), "objective: {healthy}");
+    assert!(healthy.contains("100.000%"), "SLI: {healthy}");
+    assert!(healthy.contains("100.0%"), "budget: {healthy}");
+    assert!(healthy.contains("none"), "no alert: {healthy}");
+    // Ten minutes at 100% errors against a 0.1% budget over 30 days:
+    // 6,000 bad of 6,000 is far over budget, and the fast page fires.
+    let failing = row("&lt;b&gt;analysis&lt;/b&gt;");
+    assert!(failing.contains("0.000%"), "SLI: {failing}");
+    assert!(
+        failing.contains("class=\"num warn\""),
+        "budget not flagged: {failing}"
+    );
+    assert!(failing.contains("page: "), "no page alert shown: {failing}");
+    assert!(!panel.contains("<b>analysis</b>"), "SLO name not escaped");
 }

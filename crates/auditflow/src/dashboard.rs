@@ -36,9 +36,19 @@ pub fn router(ctx: &Context, policies: &Policies, plan: Plan) -> Router {
             policies: policies.clone(),
             plan,
         }),
+        slo: std::sync::Arc::new(BoardSlos(std::sync::Arc::clone(&ctx.slo))),
     };
     let auth = auditflow_dashboard::Auth::new(ctx.config.http.auth_token.clone());
     auditflow_dashboard::router(auditflow_dashboard::Dashboard::new(sources, auth))
+}
+
+/// The SLO reports of this process's last evaluation.
+struct BoardSlos(std::sync::Arc<crate::slo::SloBoard>);
+
+impl auditflow_dashboard::SloSource for BoardSlos {
+    fn reports(&self) -> Vec<auditflow_slo::SloReport> {
+        self.0.latest()
+    }
 }
 
 /// Health of this process: live checks of its backends (through their

@@ -33,6 +33,7 @@
 //! directory (data, `auditflow.stderr.log`) is kept and its path printed.
 
 mod read_api;
+#[allow(dead_code)] // helpers shared with the dashboard tests
 mod recovery_support;
 mod workload;
 use read_api::{get_json, list_all};

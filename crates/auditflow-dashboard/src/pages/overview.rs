@@ -90,6 +90,7 @@ async fn panels(dashboard: &Dashboard) -> Markup {
                 memory.render("top-hosts", breakdown.as_ref().map(|b| chart::bars(&b.top_hosts)).map_err(Clone::clone))))
             (section("Queues", "queues", memory.render("queues", queues)))
             (section("Health", "health", health))
+            (section("SLOs", "slo", slo_panel(&sources.slo.reports())))
             (wide_section("Recent alerts", "recent-alerts",
                 memory.render("recent-alerts", recent.map(|page| super::alerts::table(&page.items)))))
         }
@@ -124,6 +125,45 @@ fn throughput_panel(dashboard: &Dashboard, totals: StoreCounts) -> Markup {
             (chart::columns("alerts stored per second", &rates.alerts, "/s", throughput::KEEP - 1))
         }
         p.totals { span { (totals.events) " events" } " · " span { (totals.alerts) " alerts" } " stored" }
+    }
+}
+
+/// Each SLO: objective, SLI and error budget over its period, and the
+/// burn-rate alerts firing now.
+fn slo_panel(reports: &[auditflow_slo::SloReport]) -> Markup {
+    let percent = |ratio: f64| format!("{:.3}%", ratio * 100.0);
+    html! {
+        @if reports.is_empty() {
+            p.muted { "No SLO is configured." }
+        } @else {
+            table {
+                thead { tr { th { "SLO" } th.num { "objective" } th.num { "SLI" } th.num { "budget left" } th { "alerts" } } }
+                tbody {
+                    @for report in reports {
+                        @let budget = report.error_budget_remaining;
+                        tr data-slo=(report.name) {
+                            th scope="row" { (report.name) }
+                            td.num { (percent(report.objective)) }
+                            td.num { (percent(report.sli)) }
+                            td.num.warn[budget < 0.25] { (format!("{:.1}%", budget * 100.0)) }
+                            td {
+                                @let firing: Vec<_> = report.firing().collect();
+                                @if firing.is_empty() {
+                                    span.muted { "none" }
+                                } @else {
+                                    @for alert in firing {
+                                        span class={ "badge slo-" (alert.severity.as_str()) } data-firing=(alert.name) {
+                                            (alert.severity.as_str()) ": " (alert.name)
+                                        }
+                                        " "
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
