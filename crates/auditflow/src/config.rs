@@ -212,6 +212,9 @@ pub struct NotifyConfig {
     pub prefetch: usize,
     /// Delivery channels; each alert goes to every channel once.
     pub channels: Vec<ChannelConfig>,
+    /// Which alerts routed channels get (see [`crate::channels::routing`]);
+    /// a channel no route names gets every alert.
+    pub routes: Vec<crate::channels::routing::RouteConfig>,
 }
 
 impl Default for NotifyConfig {
@@ -226,6 +229,7 @@ impl Default for NotifyConfig {
                     path: None,
                 },
             ],
+            routes: Vec::new(),
         }
     }
 }
@@ -374,6 +378,15 @@ impl Config {
                     reason: "must be at least 1".into(),
                 });
             }
+        }
+        if let Err(e) = crate::channels::routing::Routes::new(
+            &self.notify.routes,
+            self.notify.channels.iter().map(ChannelConfig::name),
+        ) {
+            return Err(ConfigError::Inconsistent {
+                key: "notify.routes",
+                reason: e.to_string(),
+            });
         }
         if u32::try_from(self.http.max_bytes_in_flight).is_err() {
             return Err(ConfigError::Inconsistent {

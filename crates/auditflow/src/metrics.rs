@@ -34,7 +34,7 @@ pub struct AlertLabels {
 pub struct ChannelLabels {
     /// Channel name (from config: bounded).
     pub channel: String,
-    /// `delivered`, `failed`, `duplicate_skipped`.
+    /// `delivered`, `failed`, `duplicate_skipped`, `not_routed`.
     pub result: &'static str,
 }
 

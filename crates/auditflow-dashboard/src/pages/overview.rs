@@ -136,26 +136,32 @@ fn slo_panel(reports: &[auditflow_slo::SloReport]) -> Markup {
         @if reports.is_empty() {
             p.muted { "No SLO is configured." }
         } @else {
-            table {
-                thead { tr { th { "SLO" } th.num { "objective" } th.num { "SLI" } th.num { "budget left" } th { "alerts" } } }
-                tbody {
-                    @for report in reports {
-                        @let budget = report.error_budget_remaining;
-                        tr data-slo=(report.name) {
-                            th scope="row" { (report.name) }
-                            td.num { (percent(report.objective)) }
-                            td.num { (percent(report.sli)) }
-                            td.num.warn[budget < 0.25] { (format!("{:.1}%", budget * 100.0)) }
-                            td {
-                                @let firing: Vec<_> = report.firing().collect();
-                                @if firing.is_empty() {
-                                    span.muted { "none" }
-                                } @else {
-                                    @for alert in firing {
-                                        span class={ "badge slo-" (alert.severity.as_str()) } data-firing=(alert.name) {
-                                            (alert.severity.as_str()) ": " (alert.name)
+            // Inside `.scroll`: on a phone the table scrolls, not the page.
+            div.scroll {
+                table {
+                    thead { tr { th { "SLO" } th.num { "SLI" } th.num { "budget left" } th { "alerts" } } }
+                    tbody {
+                        @for report in reports {
+                            @let budget = report.error_budget_remaining;
+                            tr data-slo=(report.name) {
+                                th.slo-name scope="row" {
+                                    (report.name)
+                                    br;
+                                    span.muted { "objective " (percent(report.objective)) }
+                                }
+                                td.num { (percent(report.sli)) }
+                                td.num.warn[budget < 0.25] { (format!("{:.1}%", budget * 100.0)) }
+                                td {
+                                    @let firing: Vec<_> = report.firing().collect();
+                                    @if firing.is_empty() {
+                                        span.muted { "none" }
+                                    } @else {
+                                        @for alert in firing {
+                                            span class={ "badge slo-" (alert.severity.as_str()) } data-firing=(alert.name) {
+                                                (alert.severity.as_str()) ": " (alert.name)
+                                            }
+                                            " "
                                         }
-                                        " "
                                     }
                                 }
                             }

@@ -17,6 +17,7 @@ use crate::config::ChannelConfig;
 
 pub mod file;
 pub mod log;
+pub mod routing;
 pub mod webhook;
 
 /// What a channel did with an alert.

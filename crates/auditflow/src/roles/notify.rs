@@ -2,12 +2,14 @@
 //!
 //! Per batch: parse (invalid alerts are dead-lettered), store (idempotent on
 //! `alert_id`), deliver to every channel that has no delivery record for the
-//! alert yet, record each outcome, ack. While the store is down the alerts
+//! alert yet and whose routes let it through (`[[notify.routes]]`), record
+//! each outcome, ack. While the store is down the alerts
 //! stay unacked in the broker, which buffers them; nothing is acked unstored.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use chrono::Utc;
 use futures::future::join_all;
 use uuid::Uuid;
@@ -17,6 +19,7 @@ use auditflow_core::store::{DeliveryRecord, DeliveryStatus, StoreError};
 use auditflow_core::time::parse_timestamp;
 use auditflow_core::Alert;
 
+use crate::channels::routing::Routes;
 use crate::channels::{Channel, Outcome};
 use crate::context::Context;
 use crate::metrics::ChannelLabels;
@@ -25,6 +28,11 @@ use crate::persist::{persist, Stopped};
 /// Runs the notify loop until shutdown.
 pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Result<()> {
     let queue = ctx.config.broker.alerts_queue.clone();
+    let routes = Routes::new(
+        &ctx.config.notify.routes,
+        channels.iter().map(|channel| channel.name()),
+    )
+    .context("notify.routes")?;
     let mut sub = match persist(&ctx, "broker", BrokerError::is_transient, || {
         ctx.broker.subscribe(&queue, ctx.config.notify.prefetch)
     })
@@ -45,7 +53,7 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
             batch = sub.next_batch(ctx.config.notify.batch_size) => batch,
         };
         match batch {
-            Ok(batch) => match handle_batch(&ctx, &channels, sub.as_mut(), batch).await {
+            Ok(batch) => match handle_batch(&ctx, &channels, &routes, sub.as_mut(), batch).await {
                 Ok(()) => {}
                 Err(Stopped::Shutdown) => break,
                 Err(Stopped::Permanent(e)) => {
@@ -75,6 +83,7 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
 async fn handle_batch(
     ctx: &Context,
     channels: &[Arc<dyn Channel>],
+    routes: &Routes,
     sub: &mut dyn Subscription,
     batch: Vec<Delivery>,
 ) -> Result<(), Stopped<anyhow::Error>> {
@@ -145,13 +154,23 @@ async fn handle_batch(
 
     // Channels run concurrently, so a slow channel does not hold up the others.
     let deliveries = channels.iter().map(|channel| {
-        let pending: Vec<&Alert> = alerts
+        let (routed, pending): (Vec<&Alert>, Vec<&Alert>) = alerts
             .iter()
             .filter(|a| {
                 done.get(&a.alert_id)
                     .is_none_or(|names| !names.contains(channel.name()))
             })
-            .collect();
+            .partition(|a| !routes.wants(channel.name(), a));
+        if !routed.is_empty() {
+            // Routed elsewhere: no delivery, no record, counted.
+            ctx.metrics
+                .notifications
+                .get_or_create(&ChannelLabels {
+                    channel: channel.name().to_string(),
+                    result: "not_routed",
+                })
+                .inc_by(routed.len() as u64);
+        }
         async move {
             let outcomes = if pending.is_empty() {
                 Vec::new()
