@@ -129,6 +129,28 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, String, Duration) {
     (status, body, started.elapsed())
 }
 
+/// POSTs three failed logins of `user` within 2 s: an ANLY-SEC-001 burst.
+async fn post_burst(client: &reqwest::Client, base: &str, user: &str) {
+    let now = Utc::now();
+    let burst: Vec<_> = (0..3)
+        .map(|i| {
+            json!({
+                "timestamp": (now - chrono::Duration::seconds(2 - i)).to_rfc3339(),
+                "source_service": "dashboard-test", "server_hostname": "db-01",
+                "event_type": "user_login", "severity": "WARNING", "user_id": user,
+                "action_result": "FAILURE", "details": {"reason": "Incorrect password"}
+            })
+        })
+        .collect();
+    let accepted = client
+        .post(format!("{base}/v1/events"))
+        .json(&burst)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(accepted.status(), 202);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_overview_marks_store_panels_unavailable_while_the_store_hangs_and_recovers() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -176,24 +198,7 @@ async fn the_overview_marks_store_panels_unavailable_while_the_store_hangs_and_r
 
     // ---- Healthy: a burst raises an alert; every panel has data. ----
     let user = format!("degraded-{}", &Uuid::new_v4().simple().to_string()[..8]);
-    let now = Utc::now();
-    let burst: Vec<_> = (0..3)
-        .map(|i| {
-            json!({
-                "timestamp": (now - chrono::Duration::seconds(2 - i)).to_rfc3339(),
-                "source_service": "dashboard-test", "server_hostname": "db-01",
-                "event_type": "user_login", "severity": "WARNING", "user_id": user,
-                "action_result": "FAILURE", "details": {"reason": "Incorrect password"}
-            })
-        })
-        .collect();
-    let accepted = client
-        .post(format!("{base}/v1/events"))
-        .json(&burst)
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(accepted.status(), 202);
+    post_burst(&client, &base, &user).await;
     let start = Instant::now();
     loop {
         let (status, page, _) = get(&client, &format!("{base}/dashboard")).await;
@@ -376,24 +381,7 @@ async fn the_overview_survives_a_stopped_postgresql_and_recovers_when_it_returns
 
     // A burst, so the store-fed panels have content before the outage.
     let user = format!("pg-down-{}", Uuid::new_v4().simple());
-    let now = Utc::now();
-    let burst: Vec<_> = (0..3)
-        .map(|i| {
-            json!({
-                "timestamp": (now - chrono::Duration::seconds(2 - i)).to_rfc3339(),
-                "source_service": "dashboard-test", "server_hostname": "db-01",
-                "event_type": "user_login", "severity": "WARNING", "user_id": user,
-                "action_result": "FAILURE", "details": {"reason": "Incorrect password"}
-            })
-        })
-        .collect();
-    let accepted = client
-        .post(format!("{base}/v1/events"))
-        .json(&burst)
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(accepted.status(), 202);
+    post_burst(&client, &base, &user).await;
     let start = Instant::now();
     loop {
         let (status, page, _) = get(&client, &format!("{base}/dashboard")).await;

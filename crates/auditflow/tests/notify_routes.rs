@@ -5,6 +5,8 @@
 //! only the channel whose route matches them; the alerts' delivery records
 //! say the same.
 
+#[allow(dead_code)] // not every helper is used here
+mod read_api;
 #[allow(dead_code)] // helpers shared with the recovery tests
 mod recovery_support;
 
@@ -13,6 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+use read_api::get_json;
 
 /// Alert ids in a file channel's NDJSON file (empty when absent).
 fn ids_in(path: &Path) -> BTreeSet<String> {
@@ -107,14 +111,9 @@ severity = ["CRITICAL"]
     // Both alerts reach the unrouted channel.
     let start = Instant::now();
     let alerts: Vec<Value> = loop {
-        let page: Value = client
-            .get(format!("{}/v1/alerts?limit=10", platform.base))
-            .send()
+        let page = get_json(&client, &format!("{}/v1/alerts?limit=10", platform.base))
             .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON");
+            .expect("alerts");
         let items = page["items"].as_array().cloned().unwrap_or_default();
         if items.len() >= 2 && ids_in(&file("everything")).len() >= 2 {
             break items;
@@ -145,14 +144,9 @@ severity = ["CRITICAL"]
     ] {
         let start = Instant::now();
         loop {
-            let detail: Value = client
-                .get(format!("{}/v1/alerts/{alert}", platform.base))
-                .send()
+            let detail = get_json(&client, &format!("{}/v1/alerts/{alert}", platform.base))
                 .await
-                .expect("GET")
-                .json()
-                .await
-                .expect("JSON");
+                .expect("alert");
             let channels: BTreeSet<String> = detail["deliveries"]
                 .as_array()
                 .into_iter()
@@ -182,14 +176,9 @@ severity = ["CRITICAL"]
     assert_eq!(ids_in(&file("auth")), [burst.clone()].into());
     assert_eq!(ids_in(&file("integrity")), [shadow.clone()].into());
 
-    let metrics = client
-        .get(format!("{}/metrics", platform.base))
-        .send()
+    let metrics = read_api::get_text(&client, &format!("{}/metrics", platform.base))
         .await
-        .expect("GET")
-        .text()
-        .await
-        .expect("text");
+        .expect("metrics");
     for channel in ["auth-team", "integrity-pager"] {
         assert!(
             metrics.contains(&format!(

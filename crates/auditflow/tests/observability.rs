@@ -8,6 +8,8 @@
 //!   shipped rules and answers queries for key series and recording rules.
 
 mod observability_support;
+#[allow(dead_code)] // not every helper is used here
+mod read_api;
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -16,8 +18,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use observability_support::{
-    eventually, exported_names, get_text, names_in_query, repo_root, sample, start_auditflow,
+    eventually, exported_names, names_in_query, repo_root, sample, start_auditflow,
 };
+use read_api::get_text;
 
 fn login_failure(user: &str, second: u32) -> Value {
     json!({

@@ -167,24 +167,6 @@ pub fn sample(scrape: &str, selector: &str) -> Option<f64> {
     })
 }
 
-/// GETs `url` as text; an error names the URL.
-pub async fn get_text(client: &reqwest::Client, url: &str) -> Result<String, String> {
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    let status = response.status();
-    let text = response
-        .text()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("GET {url}: {status}: {text}"));
-    }
-    Ok(text)
-}
-
 /// Polls `probe` every 200 ms until it yields `Some`, or fails after
 /// `timeout` with the last state `probe` described.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T

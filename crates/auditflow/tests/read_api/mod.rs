@@ -3,9 +3,8 @@
 
 use serde_json::Value;
 
-/// GETs `url` and parses the JSON answer; any failure or non-2xx is an error
-/// that names the URL.
-pub async fn get_json(api: &reqwest::Client, url: &str) -> Result<Value, String> {
+/// GETs `url` as text; any failure or non-2xx is an error that names the URL.
+pub async fn get_text(api: &reqwest::Client, url: &str) -> Result<String, String> {
     let response = api
         .get(url)
         .send()
@@ -19,6 +18,13 @@ pub async fn get_json(api: &reqwest::Client, url: &str) -> Result<Value, String>
     if !status.is_success() {
         return Err(format!("GET {url}: {status}: {text}"));
     }
+    Ok(text)
+}
+
+/// GETs `url` and parses the JSON answer; any failure or non-2xx is an error
+/// that names the URL.
+pub async fn get_json(api: &reqwest::Client, url: &str) -> Result<Value, String> {
+    let text = get_text(api, url).await?;
     serde_json::from_str(&text).map_err(|e| format!("GET {url}: {e}: {text}"))
 }
 
