@@ -14,7 +14,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{bad_filter, not_found_page, unavailable_page};
+use super::{not_found_page, unavailable_page, ListFilters};
 use crate::panel::{fetch, PANEL_TIMEOUT};
 use crate::view::{self, Nav, BASE};
 use crate::Dashboard;
@@ -44,19 +44,6 @@ pub struct Filters {
 }
 
 impl Filters {
-    fn pairs<'a>(&'a self, cursor: Option<&'a str>) -> Vec<(&'a str, Option<&'a str>)> {
-        vec![
-            ("rule_id", self.rule_id.as_deref()),
-            ("severity", self.severity.as_deref()),
-            ("user_id", self.user_id.as_deref()),
-            ("server_hostname", self.server_hostname.as_deref()),
-            ("last", self.last.as_deref()),
-            ("from", self.from.as_deref()),
-            ("to", self.to.as_deref()),
-            ("cursor", cursor),
-        ]
-    }
-
     fn params(&self) -> AlertParams {
         AlertParams {
             from: super::events::from_or_last(self.from.as_deref(), self.last.as_deref()),
@@ -68,6 +55,14 @@ impl Filters {
             cursor: self.cursor.clone(),
             limit: Some(PAGE_SIZE.into()),
         }
+    }
+}
+
+impl ListFilters for Filters {
+    type Query = auditflow_core::store::AlertQuery;
+
+    fn query(&self) -> Result<auditflow_core::store::AlertQuery, auditflow_api::ApiError> {
+        self.params().into_query()
     }
 
     fn form(&self) -> Markup {
@@ -89,6 +84,23 @@ impl Filters {
                 div.actions { button type="submit" { "Filter" } a href={ (BASE) "/alerts" } { "clear" } }
             }
         }
+    }
+
+    fn pairs<'a>(&'a self, cursor: Option<&'a str>) -> Vec<(&'a str, Option<&'a str>)> {
+        vec![
+            ("rule_id", self.rule_id.as_deref()),
+            ("severity", self.severity.as_deref()),
+            ("user_id", self.user_id.as_deref()),
+            ("server_hostname", self.server_hostname.as_deref()),
+            ("last", self.last.as_deref()),
+            ("from", self.from.as_deref()),
+            ("to", self.to.as_deref()),
+            ("cursor", cursor),
+        ]
+    }
+
+    fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
     }
 }
 
@@ -127,30 +139,9 @@ pub async fn list(
     filters: Result<Query<Filters>, QueryRejection>,
 ) -> Response {
     let signed_in = dashboard.signed_in(&headers);
-    let filters = match filters {
-        Ok(Query(filters)) => filters,
-        Err(rejection) => {
-            let form = Filters::default().form();
-            return bad_filter(
-                "Alerts",
-                Nav::Alerts,
-                signed_in,
-                form,
-                &rejection.body_text(),
-            );
-        }
-    };
-    let query = match filters.params().into_query() {
-        Ok(query) => query,
-        Err(error) => {
-            return bad_filter(
-                "Alerts",
-                Nav::Alerts,
-                signed_in,
-                filters.form(),
-                &super::api_reason(error),
-            )
-        }
+    let (filters, query) = match super::list_query("Alerts", Nav::Alerts, signed_in, filters) {
+        Ok(parsed) => parsed,
+        Err(bad) => return *bad,
     };
     let page = fetch(PANEL_TIMEOUT, dashboard.sources.store.alerts(&query)).await;
     let results = dashboard.memory.render_fresh(
@@ -159,14 +150,7 @@ pub async fn list(
             let older = page.next_cursor.map(|c| c.to_string());
             html! {
                 (table(&page.items))
-                nav.pager {
-                    @if filters.cursor.is_some() {
-                        a href={ (BASE) "/alerts" (view::query_string(&filters.pairs(None))) } { "← newest" }
-                    }
-                    @if let Some(older) = &older {
-                        a rel="next" href={ (BASE) "/alerts" (view::query_string(&filters.pairs(Some(older)))) } { "older →" }
-                    }
-                }
+                (super::pager("/alerts", &filters, older.as_deref()))
             }
         }),
     );

@@ -14,7 +14,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{bad_filter, not_found_page, unavailable_page};
+use super::{not_found_page, unavailable_page, ListFilters};
 use crate::panel::{fetch, PANEL_TIMEOUT};
 use crate::view::{self, Nav, BASE};
 use crate::Dashboard;
@@ -67,20 +67,6 @@ pub struct Filters {
 }
 
 impl Filters {
-    fn pairs<'a>(&'a self, cursor: Option<&'a str>) -> Vec<(&'a str, Option<&'a str>)> {
-        vec![
-            ("q", self.q.as_deref()),
-            ("event_type", self.event_type.as_deref()),
-            ("user_id", self.user_id.as_deref()),
-            ("server_hostname", self.server_hostname.as_deref()),
-            ("severity", self.severity.as_deref()),
-            ("last", self.last.as_deref()),
-            ("from", self.from.as_deref()),
-            ("to", self.to.as_deref()),
-            ("cursor", cursor),
-        ]
-    }
-
     fn params(&self) -> EventParams {
         EventParams {
             from: from_or_last(self.from.as_deref(), self.last.as_deref()),
@@ -93,6 +79,14 @@ impl Filters {
             cursor: self.cursor.clone(),
             limit: Some(PAGE_SIZE.into()),
         }
+    }
+}
+
+impl ListFilters for Filters {
+    type Query = auditflow_core::store::EventQuery;
+
+    fn query(&self) -> Result<auditflow_core::store::EventQuery, auditflow_api::ApiError> {
+        self.params().into_query()
     }
 
     fn form(&self) -> Markup {
@@ -115,6 +109,24 @@ impl Filters {
                 div.actions { button type="submit" { "Search" } a href={ (BASE) "/events" } { "clear" } }
             }
         }
+    }
+
+    fn pairs<'a>(&'a self, cursor: Option<&'a str>) -> Vec<(&'a str, Option<&'a str>)> {
+        vec![
+            ("q", self.q.as_deref()),
+            ("event_type", self.event_type.as_deref()),
+            ("user_id", self.user_id.as_deref()),
+            ("server_hostname", self.server_hostname.as_deref()),
+            ("severity", self.severity.as_deref()),
+            ("last", self.last.as_deref()),
+            ("from", self.from.as_deref()),
+            ("to", self.to.as_deref()),
+            ("cursor", cursor),
+        ]
+    }
+
+    fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
     }
 }
 
@@ -180,30 +192,9 @@ pub async fn list(
     filters: Result<Query<Filters>, QueryRejection>,
 ) -> Response {
     let signed_in = dashboard.signed_in(&headers);
-    let filters = match filters {
-        Ok(Query(filters)) => filters,
-        Err(rejection) => {
-            let form = Filters::default().form();
-            return bad_filter(
-                "Events",
-                Nav::Events,
-                signed_in,
-                form,
-                &rejection.body_text(),
-            );
-        }
-    };
-    let query = match filters.params().into_query() {
-        Ok(query) => query,
-        Err(error) => {
-            return bad_filter(
-                "Events",
-                Nav::Events,
-                signed_in,
-                filters.form(),
-                &super::api_reason(error),
-            )
-        }
+    let (filters, query) = match super::list_query("Events", Nav::Events, signed_in, filters) {
+        Ok(parsed) => parsed,
+        Err(bad) => return *bad,
     };
     let page = fetch(PANEL_TIMEOUT, dashboard.sources.store.events(&query)).await;
     let results = dashboard.memory.render_fresh(
@@ -212,14 +203,7 @@ pub async fn list(
             let older = page.next_cursor.map(|c| c.to_string());
             html! {
                 (table(&page.items))
-                nav.pager {
-                    @if filters.cursor.is_some() {
-                        a href={ (BASE) "/events" (view::query_string(&filters.pairs(None))) } { "← newest" }
-                    }
-                    @if let Some(older) = &older {
-                        a rel="next" href={ (BASE) "/events" (view::query_string(&filters.pairs(Some(older)))) } { "older →" }
-                    }
-                }
+                (super::pager("/events", &filters, older.as_deref()))
             }
         }),
     );
