@@ -101,13 +101,7 @@ impl Auth {
         let Some(expected) = self.token.as_deref() else {
             return false;
         };
-        let (given, expected) = (given.as_bytes(), expected.as_bytes());
-        given.len() == expected.len()
-            && given
-                .iter()
-                .zip(expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes()).into()
     }
 
     /// True when the request carries the bearer token or a valid session.

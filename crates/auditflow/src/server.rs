@@ -74,12 +74,9 @@ pub fn router_with(ctx: Context, surface: Surface, extra: Router) -> Router {
 
 /// Compares in constant time so the token cannot be guessed byte by byte.
 fn token_matches(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    // `subtle` compares equal-length slices in constant time (the length is
+    // not secret).
+    subtle::ConstantTimeEq::ct_eq(given, expected).into()
 }
 
 pub(crate) async fn require_token(
