@@ -47,8 +47,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-mod read_api;
-mod workload;
+use auditflow_chaos::read_api;
+use auditflow_chaos::workload;
 use read_api::{get_json, list_all};
 use workload::{
     event_id, event_micros, oracle, str_field, Gen, Mix, Request, Unit, RULE_BURST, RULE_FILE,

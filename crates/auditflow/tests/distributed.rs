@@ -24,8 +24,8 @@
 //!
 //! `DISTRIBUTED_SEED=<u64>` replays the workload of test 1.
 
-mod read_api;
-mod workload;
+use auditflow_chaos::read_api;
+use auditflow_chaos::workload;
 use read_api::{get_json, list_all};
 
 use std::collections::{HashMap, HashSet};

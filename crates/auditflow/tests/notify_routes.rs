@@ -5,8 +5,7 @@
 //! only the channel whose route matches them; the alerts' delivery records
 //! say the same.
 
-#[allow(dead_code)] // not every helper is used here
-mod read_api;
+use auditflow_chaos::read_api;
 #[allow(dead_code)] // helpers shared with the recovery tests
 mod recovery_support;
 

@@ -8,8 +8,7 @@
 //!   shipped rules and answers queries for key series and recording rules.
 
 mod observability_support;
-#[allow(dead_code)] // not every helper is used here
-mod read_api;
+use auditflow_chaos::read_api;
 
 use std::collections::BTreeSet;
 use std::process::Stdio;

@@ -32,10 +32,10 @@
 //! Set `RECOVERY_SEED=<u64>` to replay a workload. On failure the temporary
 //! directory (data, `auditflow.stderr.log`) is kept and its path printed.
 
-mod read_api;
+use auditflow_chaos::read_api;
 #[allow(dead_code)] // helpers shared with the dashboard tests
 mod recovery_support;
-mod workload;
+use auditflow_chaos::workload;
 use read_api::{get_json, list_all};
 
 use std::collections::{HashMap, HashSet};
