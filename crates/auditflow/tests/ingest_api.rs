@@ -175,8 +175,29 @@ async fn oversized_bodies_and_batches_are_refused() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let mut huge = event(4);
     huge["details"] = json!({"blob": "x".repeat(8192)});
-    let (status, _, _) = post(&h.ctx, "/v1/events", huge.to_string(), None).await;
+    let (status, _, body) = post(&h.ctx, "/v1/events", huge.to_string(), None).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // The same JSON reason as every other refusal, naming the limit.
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("4096 bytes (http.max_body_bytes)")),
+        "{body}"
+    );
+    let (status, _, body) = post(
+        &h.ctx,
+        "/v1/events?partial=maybe",
+        event(5).to_string(),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("bad query")),
+        "{body}"
+    );
     assert_eq!(queued(&h.ctx).await, 0);
 }
 

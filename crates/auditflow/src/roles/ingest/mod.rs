@@ -11,6 +11,7 @@
 
 mod items;
 
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -76,10 +77,36 @@ fn error_body(status: StatusCode, message: &str, retry_after: Option<u64>) -> Re
 #[tracing::instrument(level = "error", name = "role", skip_all, fields(role = "ingest"))]
 pub async fn post_events(
     State(ctx): State<Context>,
-    Query(params): Query<IngestParams>,
+    params: Result<Query<IngestParams>, QueryRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // axum's own rejections answer in plain text; a client gets the same
+    // JSON `{"error": ...}` for these as for every other refusal.
+    let Query(params) = match params {
+        Ok(params) => params,
+        Err(e) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                &format!("bad query: {}", e.body_text()),
+                None,
+            )
+        }
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            let reason = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "request body over the limit of {} bytes (http.max_body_bytes)",
+                    ctx.config.http.max_body_bytes
+                )
+            } else {
+                format!("cannot read the request body: {}", e.body_text())
+            };
+            return error_body(e.status(), &reason, None);
+        }
+    };
     if ctx.health.is_draining() {
         return error_body(StatusCode::SERVICE_UNAVAILABLE, "shutting down", Some(5));
     }
