@@ -41,6 +41,8 @@ pub struct LoadCounters {
     /// Answers by status code (`0`: no answer: connection refused, reset,
     /// timeout).
     pub statuses: Mutex<BTreeMap<u16, u64>>,
+    /// Up to three distinct reasons given per refusing status.
+    pub reasons: Mutex<BTreeMap<u16, Vec<String>>>,
 }
 
 impl LoadCounters {
@@ -48,6 +50,24 @@ impl LoadCounters {
         if let Ok(mut map) = self.statuses.lock() {
             *map.entry(status).or_default() += 1;
         }
+    }
+
+    fn reason(&self, status: u16, text: &str) {
+        let reason = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| crate::report::clip(text, 120));
+        if let Ok(mut map) = self.reasons.lock() {
+            let seen = map.entry(status).or_default();
+            if seen.len() < 3 && !seen.contains(&reason) {
+                seen.push(reason);
+            }
+        }
+    }
+
+    /// A copy of the reasons given per refusing status.
+    pub fn reasons(&self) -> BTreeMap<u16, Vec<String>> {
+        self.reasons.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     /// A copy of the answers by status code.
@@ -177,6 +197,9 @@ async fn client(shared: Arc<Shared>, seed: u64) -> (Vec<Uuid>, Vec<String>) {
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
                     let text = response.text().await.unwrap_or_default();
+                    if status != StatusCode::ACCEPTED {
+                        c.reason(status.as_u16(), &text);
+                    }
                     if status == StatusCode::ACCEPTED {
                         if accepted_ids(&text).as_ref() == Some(&request.ids) {
                             acked.extend(&request.ids);

@@ -180,6 +180,18 @@ impl Probe {
     }
 }
 
+/// Messages ready or unacked in `queue`, per the read API's `/v1/queues`.
+pub async fn queue_depth(http: &reqwest::Client, api_base: &str, queue: &str) -> Option<u64> {
+    let value = crate::read_api::get_json(http, &format!("{api_base}/v1/queues"))
+        .await
+        .ok()?;
+    let q = value["queues"]
+        .as_array()?
+        .iter()
+        .find(|q| q["queue"] == queue)?;
+    Some(q["ready"].as_u64()? + q["unacked"].as_u64()?)
+}
+
 /// Alert ids in an NDJSON channel file, one entry per line (empty when absent).
 pub fn file_deliveries(path: &Path) -> Vec<Uuid> {
     let text = std::fs::read_to_string(path).unwrap_or_default();

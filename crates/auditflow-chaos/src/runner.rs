@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::deployment::{DeploySpec, Deployment, Mode};
 use crate::invariants::{check_all, ChannelLog, Expectation, Invariant, Violation};
 use crate::load::{self, http_client, LoadCounters, LoadOutcome, Pacing};
-use crate::observe::{observe_state, wait_complete, Probe, Timeline};
+use crate::observe::{observe_state, queue_depth, wait_complete, Probe, Timeline};
 use crate::report::{FaultRecord, ScenarioReport};
 use crate::scenarios::disk::SmallDisk;
 use crate::scenarios::input;
@@ -119,12 +119,13 @@ async fn execute(
 ) -> Result<(), String> {
     let http = http_client();
     let mut spec = DeploySpec::new(scenario.mode);
+    spec.config = scenario.config.to_string();
     let mut receiver = None;
     let mut disk = None;
     match scenario.fault {
         Fault::HangingWebhook { .. } => {
             let r = Receiver::start().await?;
-            spec.config = webhook_config(&r.url());
+            spec.config.push_str(&webhook_config(&r.url()));
             receiver = Some(r);
         }
         Fault::DiskFull { .. } => {
@@ -159,12 +160,16 @@ async fn execute(
         deadline: scenario.shape.deadline,
     };
     if let (Some(factor), Some(calibration)) = (scenario.shape.overload_factor, calibration) {
+        // The sustainable rate is what the whole pipeline processes: the
+        // calibration batch sent as fast as 16 clients can, timed until
+        // the events queue is empty again (ingest alone is much faster).
         let events: usize = calibration.iter().map(|r| r.ids.len()).sum();
+        let began = Instant::now();
         calibrated = load::run(
             deployment.ingest_url(),
             calibration,
             Pacing {
-                clients: 8,
+                clients: 16,
                 pace: Duration::ZERO,
                 deadline: scenario.shape.deadline,
             },
@@ -172,13 +177,20 @@ async fn execute(
             counters.clone(),
         )
         .await;
-        let rate = events as f64 / calibrated.elapsed.as_secs_f64().max(0.001);
+        let drain_deadline = Instant::now() + COMPLETE_DEADLINE;
+        while queue_depth(&http, &deployment.api_base(), "audit_events").await != Some(0) {
+            if Instant::now() > drain_deadline {
+                return Err("calibration: the events queue did not drain".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = began.elapsed().as_secs_f64().max(0.001);
+        let rate = events as f64 / took;
         let main_events: usize = main.iter().map(|r| r.ids.len()).sum();
         pacing.pace = Duration::from_secs_f64(main_events as f64 / (rate * factor));
         report.notes.push(format!(
-            "calibration: {events} events from 8 clients in {:.2} s = {rate:.0} events/s sustained; \
+            "calibration: {events} events ingested and analysed in {took:.2} s = {rate:.0} events/s sustained; \
              then {main_events} events offered at {factor}x that ({:.0} events/s over {:.2} s) from {} clients",
-            calibrated.elapsed.as_secs_f64(),
             rate * factor,
             pacing.pace.as_secs_f64(),
             pacing.clients
@@ -360,6 +372,12 @@ async fn execute(
         report.notes.push(format!(
             "backpressure: {pushed_back} answers 429/503 (retried by the clients until acknowledged)"
         ));
+        if pushed_back == 0 {
+            violations.push(Violation::new(
+                Invariant::Scenario,
+                "no 429/503 at all: the offered load did not overload the platform, or it buffered without bound",
+            ));
+        }
         for (name, mib) in &report.peak_rss_mib {
             if *mib > OVERLOAD_RSS_LIMIT_MIB {
                 violations.push(Violation::new(
@@ -393,6 +411,12 @@ async fn execute(
     report.attempts = counters.attempts.load(Ordering::Relaxed);
     report.retries = counters.retries.load(Ordering::Relaxed);
     report.statuses = counters.statuses();
+    for (status, reasons) in counters.reasons() {
+        report
+            .notes
+            .push(format!("reasons given with {status}: {reasons:?}"));
+    }
+    report.events_sent = expect.sent.len();
 
     // A graceful stop is part of being healthy.
     let stop_failures = deployment.stop().await;

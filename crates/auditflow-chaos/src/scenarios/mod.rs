@@ -121,6 +121,19 @@ pub const SMOKE: Shape = Shape {
     overload_factor: None,
 };
 
+/// ~25,000 events: a quarter to calibrate, the rest offered at 3x.
+pub const OVERLOAD: Shape = Shape {
+    mix: Mix {
+        noise_events: 22_000,
+        noise_batch: (50, 150),
+        ..STEADY.mix
+    },
+    clients: 64,
+    pace: Duration::from_secs(20),
+    deadline: Duration::from_secs(300),
+    overload_factor: Some(3.0),
+};
+
 /// One scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -129,6 +142,8 @@ pub struct Scenario {
     pub mode: Mode,
     pub shape: Shape,
     pub fault: Fault,
+    /// Extra configuration (TOML) for every process.
+    pub config: &'static str,
     /// Part of the CI smoke subset.
     pub smoke: bool,
     /// A negative control: the system is broken on purpose and this
@@ -151,6 +166,7 @@ fn scenario(name: &'static str, mode: Mode, fault: Fault, description: &'static 
         mode,
         shape: STEADY,
         fault,
+        config: "",
         smoke: false,
         sabotage: None,
     }
@@ -295,16 +311,14 @@ pub fn catalogue() -> Vec<Scenario> {
             "The embedded data directory on a small filesystem, filled to the last byte mid-load for 10 s: new input refused with a clear error, nothing acknowledged lost or corrupted, recovery once space is freed.",
         ),
         Scenario {
-            shape: Shape {
-                overload_factor: Some(3.0),
-                clients: 64,
-                ..STEADY
-            },
+            shape: OVERLOAD,
+            // A bound the bounded load can reach: backpressure must show.
+            config: "[broker]\nmax_queue_depth = 1000\n",
             ..scenario(
                 "overload-3x",
                 Embedded,
                 Fault::None,
-                "An offered rate of 3x the rate a calibration load sustained, from 64 clients: backpressure (429/503) instead of collapse, memory bounded, nothing acknowledged lost.",
+                "An offered rate of 3x what the whole pipeline sustained in a calibration load, from 64 clients, with the events queue bounded at 1,000: backpressure (429/503 with Retry-After) instead of collapse, memory bounded, nothing acknowledged lost.",
             )
         },
     ];

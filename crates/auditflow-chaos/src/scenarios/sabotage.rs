@@ -43,6 +43,7 @@ pub fn controls() -> Vec<Scenario> {
         mode: Mode::Embedded,
         shape: SMOKE,
         fault: Fault::None,
+        config: "",
         smoke: true,
         sabotage: Some((sabotage, invariant)),
     };
