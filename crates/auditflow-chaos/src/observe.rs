@@ -140,6 +140,28 @@ impl Probe {
         Probe { event, alert_id }
     }
 
+    /// Sends the probe until it is answered 202 or `within` passes; whether
+    /// it was acknowledged.
+    pub async fn send(&self, http: &reqwest::Client, ingest_url: &str, within: Duration) -> bool {
+        let Ok(body) = serde_json::to_vec(&self.event) else {
+            return false;
+        };
+        let started = Instant::now();
+        while started.elapsed() < within {
+            let sent = http
+                .post(ingest_url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            if matches!(sent, Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// Sends the probe (retrying until 202) and waits for its alert; the
     /// time from `from` to the alert being listed, or `None` at the deadline.
     /// `acked` says whether the probe event was acknowledged.

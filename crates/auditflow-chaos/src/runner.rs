@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::deployment::{DeploySpec, Deployment, Mode};
 use crate::invariants::{check_all, ChannelLog, Expectation, Invariant, Violation};
 use crate::load::{self, http_client, LoadCounters, LoadOutcome, Pacing};
-use crate::observe::{observe_state, queue_depth, wait_complete, Probe, Timeline};
+use crate::observe::{file_deliveries, observe_state, queue_depth, wait_complete, Probe, Timeline};
 use crate::report::{FaultRecord, ScenarioReport};
 use crate::scenarios::disk::SmallDisk;
 use crate::scenarios::input;
@@ -27,6 +27,8 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(180);
 const COMPLETE_DEADLINE: Duration = Duration::from_secs(180);
 /// The overload scenario's bound on the process's peak RSS.
 const OVERLOAD_RSS_LIMIT_MIB: f64 = 512.0;
+/// How long a healthy channel may take while another one hangs.
+const FILE_DURING_HANG_LIMIT: Duration = Duration::from_secs(5);
 /// The small filesystem of the disk-full scenario.
 const SMALL_DISK_MIB: u64 = 96;
 
@@ -57,6 +59,8 @@ struct Injected {
     faults: Vec<FaultRecord>,
     violations: Vec<Violation>,
     notes: Vec<String>,
+    /// Probes sent during the fault: (event, alert id, acknowledged).
+    probes: Vec<(serde_json::Value, Uuid, bool)>,
 }
 
 impl Injected {
@@ -214,6 +218,7 @@ async fn execute(
 
     let mut injected = inject(
         &scenario.fault,
+        &mut gen,
         &mut deployment,
         t0,
         &http,
@@ -274,14 +279,16 @@ async fn execute(
             .map(|(id, (rule, event))| (*id, (rule.to_string(), *event)))
             .collect(),
     };
-    if let Some((probe, acked)) = &probe_sent {
-        let id = event_id(&probe.event);
+    let probes = probe_sent
+        .iter()
+        .map(|(probe, acked)| (probe.event.clone(), probe.alert_id, *acked))
+        .chain(injected.probes.iter().cloned());
+    for (event, alert_id, acked) in probes {
+        let id = event_id(&event);
         expect.sent.insert(id);
-        if *acked {
+        if acked {
             expect.acked.push(id);
-            expect
-                .alerts
-                .insert(probe.alert_id, (RULE_FILE.to_string(), id));
+            expect.alerts.insert(alert_id, (RULE_FILE.to_string(), id));
         }
     }
     let mut violations = injected.violations;
@@ -459,8 +466,10 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Injects `fault` on its schedule; returns once it is over.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn inject(
     fault: &Fault,
+    gen: &mut Gen,
     deployment: &mut Deployment,
     t0: Instant,
     http: &reqwest::Client,
@@ -694,7 +703,40 @@ async fn inject(
             at(t0, *when).await;
             receiver.hang(true);
             let start = out.record(t0, format!("webhook receiver hangs for {for_:?}"));
-            tokio::time::sleep(*for_).await;
+            // The other channels must not wait for the hanging one: a probe
+            // sent 2 s into the hang must reach the file channel promptly.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let probe = Probe::new(gen, 1);
+            let sent = Instant::now();
+            let acked = probe
+                .send(http, &deployment.ingest_url(), Duration::from_secs(10))
+                .await;
+            let file = deployment.alerts_file();
+            let mut seen = None;
+            while acked && sent.elapsed() < Duration::from_secs(12) {
+                if file_deliveries(&file).contains(&probe.alert_id) {
+                    seen = Some(sent.elapsed());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            match seen {
+                Some(took) if took <= FILE_DURING_HANG_LIMIT => out.notes.push(format!(
+                    "during the hang, a probe's alert reached the file channel {:.2} s after its 202",
+                    took.as_secs_f64()
+                )),
+                other => out.violations.push(Violation::new(
+                    Invariant::Scenario,
+                    format!(
+                        "during the hang, a probe's alert did not reach the file channel within \
+                         {FILE_DURING_HANG_LIMIT:?} (acked: {acked}, seen after: {other:?}): \
+                         the file channel waits for the hanging webhook"
+                    ),
+                )),
+            }
+            out.probes
+                .push((probe.event.clone(), probe.alert_id, acked));
+            tokio::time::sleep_until((t0 + *when + *for_).into()).await;
             receiver.hang(false);
             let end = out.record(t0, "webhook receiver answers again");
             out.window = Some(Window { start, end });
