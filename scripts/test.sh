@@ -55,3 +55,7 @@ cargo nextest run --workspace --no-fail-fast "$@"
 cargo nextest run -p auditflow --features failpoints --test crash_points
 # Doctests are not run by nextest.
 cargo test --workspace --doc
+
+log "chaos smoke subset"
+# A few short fault scenarios and the negative controls (docs/fault-tolerance.md).
+scripts/chaos.sh --smoke

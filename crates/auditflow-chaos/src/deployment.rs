@@ -11,14 +11,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use faultproxy::{FaultHandle, Proxy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::process::{self, Launch, Platform};
 use crate::read_api::get_json;
 use crate::servers::{PgCluster, RabbitNode, RedisServer};
 
 /// How AuditFlow is deployed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     Embedded,

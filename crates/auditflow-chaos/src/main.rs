@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use auditflow_chaos::report::{markdown, SuiteReport};
+use auditflow_chaos::report::{doc_table, markdown, update_doc, SuiteReport};
 use auditflow_chaos::runner::{run_scenario, RunOptions};
 use auditflow_chaos::scenarios::catalogue;
 
@@ -22,6 +22,13 @@ struct Cli {
 enum Command {
     /// List the scenarios.
     List,
+    /// Write a report's measured table into the fault-tolerance document.
+    Doc {
+        #[arg(long, default_value = "docs/chaos/report.json")]
+        report: PathBuf,
+        #[arg(long, default_value = "docs/fault-tolerance.md")]
+        doc: PathBuf,
+    },
     /// Run scenarios and write the report.
     Run {
         /// Scenario names (default: all).
@@ -86,6 +93,19 @@ async fn main() -> anyhow::Result<ExitCode> {
                     s.description
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Doc { report, doc } => {
+            let suite: SuiteReport = serde_json::from_slice(
+                &std::fs::read(&report).with_context(|| format!("reading {}", report.display()))?,
+            )
+            .with_context(|| format!("parsing {}", report.display()))?;
+            let text = std::fs::read_to_string(&doc)
+                .with_context(|| format!("reading {}", doc.display()))?;
+            let updated = update_doc(&text, &doc_table(&suite))
+                .with_context(|| format!("{} has no chaos-report markers", doc.display()))?;
+            std::fs::write(&doc, updated)?;
+            eprintln!("{} updated from {}", doc.display(), report.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
