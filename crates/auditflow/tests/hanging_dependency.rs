@@ -656,6 +656,7 @@ async fn hanging_webhook_times_out_opens_the_breaker_and_recovers() {
         &[ChannelConfig::Webhook {
             name: name.into(),
             url,
+            resilience: None,
         }],
         dir.path(),
         &policies,
