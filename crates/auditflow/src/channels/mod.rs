@@ -8,7 +8,8 @@
 //! mail carries a Message-ID derived from the alert id.
 //!
 //! Webhook, Slack and email channels each have a resilience policy of their
-//! own ([`policy`]).
+//! own ([`policy`]), and notify delivers to each channel through its own
+//! [`lane`], so one slow or failing channel never holds up another.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::config::ChannelConfig;
 
 pub mod email;
 pub mod file;
+pub mod lane;
 pub mod log;
 pub mod policy;
 pub mod routing;
