@@ -39,12 +39,18 @@ impl Lane {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let worker = Arc::clone(&channel);
         tokio::spawn(async move {
-            while let Some(job) = queue.recv().await {
+            while let Some(mut job) = queue.recv().await {
                 let alerts: Vec<&Alert> = job.indices.iter().map(|&i| &job.batch[i]).collect();
-                let outcomes = worker.deliver(&alerts).await;
-                // Nobody waits any more only when notify is stopping; the
-                // alerts stay unacked and are delivered again after a restart.
-                let _ = job.reply.send(outcomes);
+                // Nobody waits any more only when notify stopped (or died):
+                // drop the delivery then, as if it ran inside notify, rather
+                // than send alerts that notify will neither record nor ack
+                // (they stay unacked and are delivered again after a restart).
+                tokio::select! {
+                    outcomes = worker.deliver(&alerts) => {
+                        let _ = job.reply.send(outcomes);
+                    }
+                    _ = job.reply.closed() => {}
+                }
             }
         });
         Lane { channel, jobs }
