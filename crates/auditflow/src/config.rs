@@ -599,6 +599,54 @@ mod tests {
     }
 
     #[test]
+    fn channel_settings_are_checked_at_load_and_the_smtp_password_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditflow.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path), &toml::Table::new())
+        };
+        let email = "[[notify.channels]]\nkind = \"email\"\nname = \"mail\"\n\
+                     host = \"smtp.example.com\"\nfrom = \"a@example.com\"\n\
+                     to = [\"b@example.com\"]\nusername = \"u\"\npassword = \"s3cret-smtp\"\n";
+        let config = load(email).unwrap();
+        assert!(matches!(&config.notify.channels[0], ChannelConfig::Email(e) if e.port() == 587));
+        assert!(!config.to_toml_masked().contains("s3cret-smtp"));
+        assert!(!format!("{config:?}").contains("s3cret-smtp"));
+
+        let err = load(&format!("{email}tls = \"none\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notify.channels") && err.contains("'mail'") && err.contains("tls"),
+            "{err}"
+        );
+        let err = load(&format!(
+            "{email}[notify.channels.resilience.retry]\nmax_attempts = 0\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("'mail'") && err.contains("retry.max_attempts"),
+            "{err}"
+        );
+        let err =
+            load("[[notify.channels]]\nkind = \"webhook\"\nname = \"store\"\nurl = \"http://x\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("'store'"), "{err}");
+        let err = load(
+            "[[notify.channels]]\nkind = \"file\"\nname = \"f\"\n[notify.channels.resilience]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("resilience"),
+            "a file channel has no policy: {err}"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("auditflow.toml");

@@ -85,7 +85,9 @@ impl EmailChannel {
             .tls(tls);
         if let (Some(username), Some(password)) = (
             &config.username,
-            config.password().map_err(|e| anyhow::anyhow!(e))?,
+            config
+                .password()
+                .map_err(|e| anyhow::anyhow!("email channel '{}': {e}", config.name))?,
         ) {
             builder =
                 builder.credentials(Credentials::new(username.clone(), password.expose().into()));
