@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
 
 use auditflow_core::Alert;
 
@@ -34,25 +35,29 @@ pub struct Lane {
 }
 
 impl Lane {
-    /// Starts `channel`'s worker on the current tokio runtime.
+    /// Starts `channel`'s worker on the current tokio runtime, in the
+    /// caller's span (so the channel's log lines keep notify's `role`).
     pub fn start(channel: Arc<dyn Channel>) -> Lane {
         let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
         let worker = Arc::clone(&channel);
-        tokio::spawn(async move {
-            while let Some(mut job) = queue.recv().await {
-                let alerts: Vec<&Alert> = job.indices.iter().map(|&i| &job.batch[i]).collect();
-                // Nobody waits any more only when notify stopped (or died):
-                // drop the delivery then, as if it ran inside notify, rather
-                // than send alerts that notify will neither record nor ack
-                // (they stay unacked and are delivered again after a restart).
-                tokio::select! {
-                    outcomes = worker.deliver(&alerts) => {
-                        let _ = job.reply.send(outcomes);
+        tokio::spawn(
+            async move {
+                while let Some(mut job) = queue.recv().await {
+                    let alerts: Vec<&Alert> = job.indices.iter().map(|&i| &job.batch[i]).collect();
+                    // Nobody waits any more only when notify stopped (or died):
+                    // drop the delivery then, as if it ran inside notify, rather
+                    // than send alerts that notify will neither record nor ack
+                    // (they stay unacked and are delivered again after a restart).
+                    tokio::select! {
+                        outcomes = worker.deliver(&alerts) => {
+                            let _ = job.reply.send(outcomes);
+                        }
+                        _ = job.reply.closed() => {}
                     }
-                    _ = job.reply.closed() => {}
                 }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
         Lane { channel, jobs }
     }
 
