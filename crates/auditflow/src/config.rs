@@ -14,6 +14,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::channels::email::EmailConfig;
+use crate::channels::policy::ChannelResilience;
+
 /// The whole effective configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -41,8 +44,10 @@ pub struct Config {
     pub postgres: auditflow_postgres::PgConfig,
     /// Redis settings (when `backends.windows` is a `redis://` URL).
     pub redis: auditflow_redis::RedisConfig,
-    /// Resilience policy per dependency (`broker`, `store`, `windows`,
-    /// `webhook`): timeouts, retries, retry budget, breaker, bulkhead.
+    /// Resilience policy per dependency (`broker`, `store`, `windows`) and
+    /// per channel kind (`webhook`, `email`: the defaults of each such
+    /// channel's own policy): timeouts, retries, retry budget, breaker,
+    /// bulkhead.
     pub resilience: BTreeMap<String, resilience::PolicyConfig>,
     /// Service level objectives, `[slo.<name>]` (see [`crate::slo`]).
     pub slo: BTreeMap<String, crate::slo::SloConfig>,
@@ -251,22 +256,33 @@ pub enum ChannelConfig {
         path: Option<PathBuf>,
     },
     /// POSTs each alert as JSON with an `Idempotency-Key` header. Timeouts,
-    /// retries and the breaker come from `[resilience.webhook]`.
+    /// retries and the breaker come from `[resilience.webhook]`, overridden
+    /// by the channel's own `resilience` table.
     Webhook {
         /// Channel name.
         name: String,
         /// Target URL.
         url: String,
+        /// This channel's resilience keys over `[resilience.webhook]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resilience: Option<ChannelResilience>,
     },
     /// POSTs each alert to a Slack-compatible incoming webhook (Slack,
     /// Mattermost, Rocket.Chat): `{"text": ...}` with the alert's severity,
-    /// name, description, rule and ids. Resilience from `[resilience.webhook]`.
+    /// name, description, rule and ids. Resilience from `[resilience.webhook]`
+    /// and the channel's `resilience` table.
     Slack {
         /// Channel name.
         name: String,
         /// The incoming-webhook URL.
         url: String,
+        /// This channel's resilience keys over `[resilience.webhook]`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resilience: Option<ChannelResilience>,
     },
+    /// Mails each alert over SMTP (see [`crate::channels::email`]).
+    /// Resilience from `[resilience.email]` and the channel's `resilience`.
+    Email(Box<EmailConfig>),
 }
 
 impl ChannelConfig {
@@ -277,8 +293,69 @@ impl ChannelConfig {
             | ChannelConfig::File { name, .. }
             | ChannelConfig::Webhook { name, .. }
             | ChannelConfig::Slack { name, .. } => name,
+            ChannelConfig::Email(email) => &email.name,
         }
     }
+
+    /// The `[resilience.<section>]` a channel's policy starts from, and the
+    /// channel's own overrides; `None` for channels without a policy.
+    pub fn policy(&self) -> Option<(&'static str, Option<&ChannelResilience>)> {
+        match self {
+            ChannelConfig::Log { .. } | ChannelConfig::File { .. } => None,
+            ChannelConfig::Webhook { resilience, .. } | ChannelConfig::Slack { resilience, .. } => {
+                Some(("webhook", resilience.as_ref()))
+            }
+            ChannelConfig::Email(email) => Some(("email", email.resilience.as_ref())),
+        }
+    }
+}
+
+/// Checks a list of channels (`key` names it in errors): unique names, valid
+/// channel settings, and per-channel resilience that applies cleanly over
+/// its kind's `[resilience.*]` defaults.
+fn validate_channels(
+    key: &'static str,
+    channels: &[ChannelConfig],
+    resilience: &BTreeMap<String, resilience::PolicyConfig>,
+) -> Result<(), ConfigError> {
+    let inconsistent = |reason: String| ConfigError::Inconsistent { key, reason };
+    let mut names: Vec<&str> = channels.iter().map(ChannelConfig::name).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(inconsistent(format!(
+            "channel name '{}' is used twice",
+            pair[0]
+        )));
+    }
+    for channel in channels {
+        let name = channel.name();
+        if let ChannelConfig::Email(email) = channel {
+            email
+                .validate()
+                .map_err(|e| inconsistent(format!("channel '{name}': {e}")))?;
+        }
+        let Some((section, overrides)) = channel.policy() else {
+            continue;
+        };
+        // A channel's policy is named after the channel, and so are its
+        // metrics (`dependency="<name>"`): it must not share a core one's.
+        if crate::dependencies::DEPENDENCIES.contains(&name) {
+            return Err(inconsistent(format!(
+                "channel name '{name}' is taken by the {name} dependency's metrics; pick another"
+            )));
+        }
+        let base = resilience.get(section).ok_or_else(|| {
+            inconsistent(format!(
+                "channel '{name}': no [resilience.{section}] policy"
+            ))
+        })?;
+        if let Some(overrides) = overrides {
+            overrides
+                .apply(base)
+                .map_err(|e| inconsistent(format!("channel '{name}': resilience: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Logging settings.
@@ -445,27 +522,27 @@ impl Config {
         }
         crate::slo::validate(&self.slo)
             .map_err(|reason| ConfigError::Inconsistent { key: "slo", reason })?;
-        let mut names: Vec<&str> = self
-            .notify
-            .channels
-            .iter()
-            .map(ChannelConfig::name)
-            .collect();
-        names.sort_unstable();
-        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ConfigError::Inconsistent {
-                key: "notify.channels",
-                reason: format!("channel name '{}' is used twice", pair[0]),
-            });
-        }
+        validate_channels("notify.channels", &self.notify.channels, &self.resilience)?;
+        validate_channels("monitor.channels", &self.monitor.channels, &self.resilience)?;
         Ok(())
     }
 
-    /// The effective configuration as TOML, with the auth token masked.
+    /// The effective configuration as TOML, with the auth token and SMTP
+    /// passwords masked.
     pub fn to_toml_masked(&self) -> String {
         let mut shown = self.clone();
         if shown.http.auth_token.is_some() {
             shown.http.auth_token = Some("********".into());
+        }
+        for channel in shown
+            .notify
+            .channels
+            .iter_mut()
+            .chain(shown.monitor.channels.iter_mut())
+        {
+            if let ChannelConfig::Email(email) = channel {
+                email.mask_secrets();
+            }
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
@@ -518,6 +595,54 @@ mod tests {
         assert!(
             err.contains("resilience.store") && err.contains("failure_rate_threshold"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn channel_settings_are_checked_at_load_and_the_smtp_password_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditflow.toml");
+        let load = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            Config::load(Some(&path), &toml::Table::new())
+        };
+        let email = "[[notify.channels]]\nkind = \"email\"\nname = \"mail\"\n\
+                     host = \"smtp.example.com\"\nfrom = \"a@example.com\"\n\
+                     to = [\"b@example.com\"]\nusername = \"u\"\npassword = \"s3cret-smtp\"\n";
+        let config = load(email).unwrap();
+        assert!(matches!(&config.notify.channels[0], ChannelConfig::Email(e) if e.port() == 587));
+        assert!(!config.to_toml_masked().contains("s3cret-smtp"));
+        assert!(!format!("{config:?}").contains("s3cret-smtp"));
+
+        let err = load(&format!("{email}tls = \"none\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notify.channels") && err.contains("'mail'") && err.contains("tls"),
+            "{err}"
+        );
+        let err = load(&format!(
+            "{email}[notify.channels.resilience.retry]\nmax_attempts = 0\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("'mail'") && err.contains("retry.max_attempts"),
+            "{err}"
+        );
+        let err =
+            load("[[notify.channels]]\nkind = \"webhook\"\nname = \"store\"\nurl = \"http://x\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("'store'"), "{err}");
+        let err = load(
+            "[[notify.channels]]\nkind = \"file\"\nname = \"f\"\n[notify.channels.resilience]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("resilience"),
+            "a file channel has no policy: {err}"
         );
     }
 

@@ -12,6 +12,9 @@
 //! events from the embedded broker, `/readyz` is the real router.
 //!
 //! The second test does the same to a webhook channel whose endpoint hangs.
+//! The third runs the notify role with a file channel and such a webhook
+//! whose own `resilience` table gives it its timeouts and breaker: the file
+//! channel still gets every alert promptly while the webhook's breaker opens.
 
 use std::collections::BTreeSet;
 use std::future::IntoFuture;
@@ -36,7 +39,7 @@ use auditflow::config::{ChannelConfig, Config};
 use auditflow::context::Context;
 use auditflow::health::Status;
 use auditflow::platform::build_context;
-use auditflow::roles::analyze;
+use auditflow::roles::{analyze, notify};
 use auditflow::server::{self, Surface};
 use auditflow_core::alert::{AlertMetadata, AnalysisRule, ImpactedResource, TriggeredBy};
 use auditflow_core::broker::{Headers, Message};
@@ -656,6 +659,7 @@ async fn hanging_webhook_times_out_opens_the_breaker_and_recovers() {
         &[ChannelConfig::Webhook {
             name: name.into(),
             url,
+            resilience: None,
         }],
         dir.path(),
         &policies,
@@ -793,4 +797,206 @@ async fn hanging_webhook_times_out_opens_the_breaker_and_recovers() {
     let total = test_started.elapsed();
     println!("hanging webhook test took {total:?}");
     assert!(total < Duration::from_secs(10), "took {total:?}");
+}
+
+// ---------------------------------------------------------------------------
+// One channel hangs, the others go on
+// ---------------------------------------------------------------------------
+
+/// An endpoint that takes every request and never answers (until `stop`).
+async fn hanging_endpoint(
+    hits: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let handler_stop = stop.clone();
+    let endpoint = Router::new().route(
+        "/hook",
+        post(move || {
+            let (hits, stop) = (hits.clone(), handler_stop.clone());
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                stop.cancelled().await;
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("address"));
+    let server = tokio::spawn(
+        axum::serve(listener, endpoint)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .into_future(),
+    );
+    (url, server)
+}
+
+/// Alert ids in a file channel's NDJSON file (empty when absent).
+fn ids_in(path: &Path) -> BTreeSet<Uuid> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter_map(|alert| alert["alert_id"].as_str()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_channel_delays_no_other_channel_and_its_breaker_opens() {
+    let test_started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let stop = CancellationToken::new();
+    let (url, server) = hanging_endpoint(Arc::clone(&hits), stop.clone()).await;
+    let alerts_file = dir.path().join("alerts.ndjson");
+
+    // The webhook's policy comes from its own `resilience` table over
+    // [resilience.webhook]: attempts of 2 s (the section's 5 s otherwise),
+    // no retries, a breaker that opens after 3 failed calls and stays open
+    // for the rest of the test.
+    let config_path = dir.path().join("auditflow.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"
+data_dir = "{data}"
+
+[[notify.channels]]
+kind = "file"
+name = "file"
+path = "{file}"
+
+[[notify.channels]]
+kind = "webhook"
+name = "stuck-hook"
+url = "{url}"
+[notify.channels.resilience.timeout]
+per_attempt = "2s"
+total = "2s"
+[notify.channels.resilience.retry]
+max_attempts = 1
+[notify.channels.resilience.breaker]
+minimum_calls = 3
+window_size = 10
+open_duration = "30s"
+max_open_duration = "30s"
+"#,
+            data = dir.path().display(),
+            file = alerts_file.display(),
+        ),
+    )
+    .expect("config");
+    let config = Arc::new(Config::load(Some(&config_path), &toml::Table::new()).expect("config"));
+    let per_attempt = Duration::from_secs(2);
+    assert_eq!(
+        config.resilience["webhook"].timeout.per_attempt,
+        Duration::from_secs(5),
+        "the channel's table changes only its own policy"
+    );
+
+    let embedded = Embedded::open(dir.path(), EmbeddedOptions::default()).expect("open embedded");
+    let (ctx, policies) = build_context(
+        Arc::clone(&config),
+        embedded.broker(),
+        embedded.store(),
+        embedded.windows(),
+        CancellationToken::new(),
+    )
+    .expect("build context");
+    let built = channels::build(&config.notify.channels, dir.path(), &policies).expect("channels");
+    let notify_task = tokio::spawn(notify::run(ctx.clone(), built));
+    assert_eq!(breaker_state(&ctx, "stuck-hook"), 0.0);
+
+    // One alert at a time: each must reach the file channel well within one
+    // of the webhook's attempts, although the webhook is still waiting out
+    // its earlier ones (had channels shared a batch's pace, the n-th alert
+    // would wait about n attempts).
+    let queue = config.broker.alerts_queue.clone();
+    let mut sent = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..8 {
+        let alert = sample_alert();
+        ctx.broker
+            .publish(
+                &queue,
+                vec![Message {
+                    message_id: alert.alert_id.to_string(),
+                    payload: Bytes::from(alert.to_json_bytes()),
+                    headers: Headers::new(),
+                }],
+            )
+            .await
+            .expect("publish alert");
+        let took = wait_until(
+            "the file channel to get the alert",
+            per_attempt / 2,
+            async || ids_in(&alerts_file).contains(&alert.alert_id),
+        )
+        .await;
+        slowest = slowest.max(took);
+        sent.push(alert.alert_id);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The webhook: three timed-out attempts open its breaker; the rest are
+    // refused at once without reaching the endpoint.
+    wait_until(
+        "the webhook's breaker to open",
+        per_attempt * 3 + Duration::from_secs(2),
+        async || breaker_state(&ctx, "stuck-hook") == 1.0,
+    )
+    .await;
+    wait_until(
+        "every alert to be acked",
+        per_attempt + Duration::from_secs(2),
+        async || {
+            let stats = ctx.broker.stats(&queue).await.expect("stats");
+            stats.ready + stats.unacked == 0
+        },
+    )
+    .await;
+    assert_eq!(hits.load(Ordering::SeqCst), 3, "no request once open");
+    let mut timed_out = 0;
+    for id in &sent {
+        let records = ctx.store.deliveries(*id).await.expect("deliveries");
+        let by_channel: BTreeSet<(String, String)> = records
+            .iter()
+            .map(|r| (r.channel.clone(), format!("{:?}", r.status)))
+            .collect();
+        assert!(
+            by_channel.contains(&("file".into(), "Delivered".into())),
+            "{records:?}"
+        );
+        let hook = records
+            .iter()
+            .find(|r| r.channel == "stuck-hook")
+            .expect("a record for the webhook");
+        let error = hook.last_error.clone().unwrap_or_default();
+        assert!(
+            error.contains("timed out") || error.contains("circuit breaker open"),
+            "{error}"
+        );
+        timed_out += usize::from(error.contains("timed out"));
+    }
+    assert_eq!(
+        timed_out, 3,
+        "three attempts timed out, then the breaker refused"
+    );
+    assert_eq!(ids_in(&alerts_file), sent.iter().copied().collect());
+    println!("file channel: slowest alert {slowest:?} while the webhook hung");
+
+    ctx.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), notify_task)
+        .await
+        .expect("notify stops on shutdown")
+        .expect("notify task")
+        .expect("notify ends cleanly");
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    drop(ctx);
+    drop(embedded);
+    let total = test_started.elapsed();
+    println!("hanging channel test took {total:?}");
+    assert!(total < Duration::from_secs(20), "took {total:?}");
 }

@@ -63,6 +63,7 @@ async fn posts_a_slack_message_and_reports_refusals() {
         &[ChannelConfig::Slack {
             name: "chat".into(),
             url,
+            resilience: None,
         }],
         dir.path(),
         &policies,
@@ -97,6 +98,7 @@ async fn posts_a_slack_message_and_reports_refusals() {
         &[ChannelConfig::Slack {
             name: "chat-refusing".into(),
             url,
+            resilience: None,
         }],
         dir.path(),
         &policies,

@@ -4,7 +4,12 @@
 //! alert is not sent again to a channel that already took it. The one gap
 //! left, a crash after the channel took the alert and before the record was
 //! written, each channel closes its own way: the file channel remembers what
-//! it wrote, the webhook sends an `Idempotency-Key` the receiver can use.
+//! it wrote, the webhook sends an `Idempotency-Key` the receiver can use, a
+//! mail carries a Message-ID derived from the alert id.
+//!
+//! Webhook, Slack and email channels each have a resilience policy of their
+//! own ([`policy`]), and notify delivers to each channel through its own
+//! [`lane`], so one slow or failing channel never holds up another.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,8 +20,11 @@ use auditflow_core::Alert;
 
 use crate::config::ChannelConfig;
 
+pub mod email;
 pub mod file;
+pub mod lane;
 pub mod log;
+pub mod policy;
 pub mod routing;
 pub mod webhook;
 
@@ -58,24 +66,33 @@ pub fn build(
     configs
         .iter()
         .map(|config| -> anyhow::Result<Arc<dyn Channel>> {
+            let name = config.name().to_string();
+            // The channel's own policy: its kind's section, its overrides.
+            let policy = || match config.policy() {
+                Some((section, overrides)) => policies.for_channel(section, &name, overrides),
+                None => Err(anyhow::anyhow!("channel '{name}' has no resilience policy")),
+            };
             Ok(match config {
-                ChannelConfig::Log { name } => Arc::new(log::LogChannel::new(name.clone())),
-                ChannelConfig::File { name, path } => {
+                ChannelConfig::Log { .. } => Arc::new(log::LogChannel::new(name.clone())),
+                ChannelConfig::File { path, .. } => {
                     let path = path
                         .clone()
                         .unwrap_or_else(|| data_dir.join("alerts.ndjson"));
                     Arc::new(file::FileChannel::open(name.clone(), &path)?)
                 }
-                ChannelConfig::Slack { name, url } => Arc::new(webhook::WebhookChannel::slack(
+                ChannelConfig::Slack { url, .. } => Arc::new(webhook::WebhookChannel::slack(
                     name.clone(),
                     url.clone(),
-                    policies.named("webhook", name)?,
+                    policy()?,
                 )?),
-                ChannelConfig::Webhook { name, url } => Arc::new(webhook::WebhookChannel::new(
+                ChannelConfig::Webhook { url, .. } => Arc::new(webhook::WebhookChannel::new(
                     name.clone(),
                     url.clone(),
-                    policies.named("webhook", name)?,
+                    policy()?,
                 )?),
+                ChannelConfig::Email(email) => {
+                    Arc::new(email::EmailChannel::new(email, policy()?)?)
+                }
             })
         })
         .collect()

@@ -3,7 +3,8 @@
 //! crash between its 2xx and our delivery record would cause.
 //!
 //! Each POST goes through the channel's resilience policy (named after the
-//! channel, configured by `[resilience.webhook]`): per-attempt timeout,
+//! channel, configured by `[resilience.webhook]` and the channel's own
+//! `resilience` keys): per-attempt timeout,
 //! retries with jitter under a budget, and a breaker so a dead endpoint is
 //! not hammered and does not hold up notify.
 

@@ -64,9 +64,18 @@ impl Delivery {
     /// false: the notice does not count as sent.
     pub async fn send(&self, config: &Config, notice: &Notice) -> bool {
         let alert = to_alert(config, notice);
+        // All channels at once: a hanging one (waiting out its own timeouts)
+        // must not hold the notice back from the others.
+        let shared = &alert;
+        let results = futures::future::join_all(
+            self.channels
+                .iter()
+                .map(|channel| async move { (channel, channel.deliver(&[shared]).await.pop()) }),
+        )
+        .await;
         let mut accepted = false;
-        for channel in &self.channels {
-            match channel.deliver(&[&alert]).await.pop() {
+        for (channel, result) in results {
+            match result {
                 Some(Ok(_)) => accepted = true,
                 Some(Err(e)) => tracing::warn!(
                     channel = channel.name(),

@@ -7,10 +7,13 @@ use std::time::Duration;
 use resilience::{Policy, PolicyConfig};
 
 use super::PrometheusObserver;
+use crate::channels::policy::ChannelResilience;
 
-/// Dependencies with a policy of their own. Webhook channels each get a
-/// policy named after the channel, configured by `[resilience.webhook]`.
-pub const DEPENDENCIES: [&str; 4] = ["broker", "store", "windows", "webhook"];
+/// The `[resilience.*]` sections: the core dependencies, and the defaults of
+/// each channel kind with a policy. Every webhook, Slack and email channel
+/// gets a policy of its own, named after the channel, from its kind's section
+/// (`webhook` or `email`) with the channel's `resilience` keys laid over it.
+pub const DEPENDENCIES: [&str; 5] = ["broker", "store", "windows", "webhook", "email"];
 
 /// Defaults per dependency, tuned for the embedded backends and LAN servers:
 /// short attempts, quick retries, a breaker that opens after a burst of
@@ -46,6 +49,20 @@ pub fn default_policies() -> BTreeMap<String, PolicyConfig> {
                 config.breaker.slow_call_duration = Duration::from_secs(3);
                 config.bulkhead.max_concurrent = 16;
             }
+            if name == "email" {
+                // SMTP servers answer slowly under load (greeting delays,
+                // content scanning after DATA) and greylist with 4xx for
+                // minutes: longer attempts, fewer and slower retries, and few
+                // connections at once (servers limit them per client).
+                config.timeout.per_attempt = Duration::from_secs(15);
+                config.timeout.total = Duration::from_secs(45);
+                config.retry.max_attempts = 3;
+                config.retry.initial_backoff = Duration::from_millis(500);
+                config.retry.max_backoff = Duration::from_secs(10);
+                config.retry.max_elapsed = Duration::from_secs(30);
+                config.breaker.slow_call_duration = Duration::from_secs(10);
+                config.bulkhead.max_concurrent = 4;
+            }
             (name.to_string(), config)
         })
         .collect()
@@ -80,11 +97,28 @@ impl Policies {
 
     /// A new policy called `name` configured by `[resilience.<section>]`.
     pub fn named(&self, section: &str, name: &str) -> anyhow::Result<Policy> {
-        let mut config = self
+        self.for_channel(section, name, None)
+    }
+
+    /// A new policy called `name`: `[resilience.<section>]` with a channel's
+    /// own `overrides` laid over it. Its breaker state is exported as
+    /// `auditflow_resilience_breaker_state{dependency="<name>"}`.
+    pub fn for_channel(
+        &self,
+        section: &str,
+        name: &str,
+        overrides: Option<&ChannelResilience>,
+    ) -> anyhow::Result<Policy> {
+        let base = self
             .configs
             .get(section)
-            .cloned()
             .ok_or_else(|| anyhow::anyhow!("no [resilience.{section}] policy"))?;
+        let mut config = match overrides {
+            Some(overrides) => overrides
+                .apply(base)
+                .map_err(|e| anyhow::anyhow!("channel '{name}': resilience: {e}"))?,
+            None => base.clone(),
+        };
         config.name = name.to_string();
         let policy = Policy::builder(config)
             .observer(self.observer.clone())

@@ -1,17 +1,21 @@
 //! The notify role: alerts queue -> store -> channels.
 //!
 //! Per batch: parse (invalid alerts are dead-lettered), store (idempotent on
-//! `alert_id`), deliver to every channel that has no delivery record for the
-//! alert yet and whose routes let it through (`[[notify.routes]]`), record
-//! each outcome, ack. While the store is down the alerts
-//! stay unacked in the broker, which buffers them; nothing is acked unstored.
+//! `alert_id`), hand the alerts to each channel's [`Lane`] that has no
+//! delivery record for them yet and whose routes let them through
+//! (`[[notify.routes]]`), record each channel's outcomes as soon as its lane
+//! answers, and ack once every lane has. Batches overlap: notify fetches the
+//! next batch while channels still work on the previous ones, so one slow
+//! channel holds up only itself (at most `notify.prefetch` alerts stay
+//! unacked meanwhile). While the store is down the alerts stay unacked in the
+//! broker, which buffers them; nothing is acked unstored or undelivered.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt as _};
 use uuid::Uuid;
 
 use auditflow_core::broker::{BrokerError, Delivery, Subscription, HEADER_INGESTED_AT};
@@ -19,11 +23,20 @@ use auditflow_core::store::{DeliveryRecord, DeliveryStatus, StoreError};
 use auditflow_core::time::parse_timestamp;
 use auditflow_core::Alert;
 
+use crate::channels::lane::Lane;
 use crate::channels::routing::Routes;
 use crate::channels::{Channel, Outcome};
 use crate::context::Context;
 use crate::metrics::ChannelLabels;
 use crate::persist::{persist, Stopped};
+
+/// A batch whose deliveries are under way.
+struct InFlight {
+    /// Broker tags to ack once every channel answered.
+    tags: Vec<u64>,
+    /// Its alert ids (a redelivered copy waits for them, see [`run`]).
+    ids: Vec<Uuid>,
+}
 
 /// Runs the notify loop until shutdown.
 pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Result<()> {
@@ -33,6 +46,7 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
         channels.iter().map(|channel| channel.name()),
     )
     .context("notify.routes")?;
+    let lanes: Vec<Lane> = channels.into_iter().map(Lane::start).collect();
     let mut sub = match persist(&ctx, "broker", BrokerError::is_transient, || {
         ctx.broker.subscribe(&queue, ctx.config.notify.prefetch)
     })
@@ -45,23 +59,25 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
         }
     };
     ctx.health.up("notify");
-    tracing::info!(queue, channels = channels.len(), "notify started");
-    loop {
+    tracing::info!(queue, channels = lanes.len(), "notify started");
+    let mut in_flight = FuturesUnordered::new();
+    // Alert ids of the batches in flight, with their count of copies.
+    let mut pending_ids: HashMap<Uuid, usize> = HashMap::new();
+    let stopped = loop {
         let batch = tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => break,
+            _ = ctx.shutdown.cancelled() => break Ok(()),
+            // Acks first: they make room under the prefetch limit.
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                match finish(&ctx, sub.as_mut(), &mut pending_ids, done).await {
+                    Ok(()) => continue,
+                    Err(stopped) => break Err(stopped),
+                }
+            }
             batch = sub.next_batch(ctx.config.notify.batch_size) => batch,
         };
-        match batch {
-            Ok(batch) => match handle_batch(&ctx, &channels, &routes, sub.as_mut(), batch).await {
-                Ok(()) => {}
-                Err(Stopped::Shutdown) => break,
-                Err(Stopped::Permanent(e)) => {
-                    ctx.health
-                        .set("notify", crate::health::Status::Down, Some(e.to_string()));
-                    return Err(e.context("notify stopped"));
-                }
-            },
+        let batch = match batch {
+            Ok(batch) => batch,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot receive alerts; retrying");
                 ctx.health.set(
@@ -70,31 +86,117 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
                     Some(e.to_string()),
                 );
                 tokio::select! {
-                    _ = ctx.shutdown.cancelled() => break,
+                    _ = ctx.shutdown.cancelled() => break Ok(()),
                     _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
                 }
+                continue;
+            }
+        };
+        let (alerts, tags, ingested_at) = match parse(&ctx, sub.as_mut(), batch).await {
+            Ok(parsed) => parsed,
+            Err(stopped) => break Err(stopped),
+        };
+        if alerts.is_empty() {
+            continue;
+        }
+        // A copy of an alert still in flight (analyze published it twice)
+        // waits for the first copy's delivery records, which then say which
+        // channels already have it.
+        let mut waited = Ok(());
+        while alerts.iter().any(|a| pending_ids.contains_key(&a.alert_id)) {
+            let Some(done) = in_flight.next().await else {
+                break;
+            };
+            waited = finish(&ctx, sub.as_mut(), &mut pending_ids, done).await;
+            if waited.is_err() {
+                break;
+            }
+        }
+        if let Err(stopped) = waited {
+            break Err(stopped);
+        }
+        for alert in &alerts {
+            *pending_ids.entry(alert.alert_id).or_default() += 1;
+        }
+        let ids = alerts.iter().map(|a| a.alert_id).collect();
+        let delivery = deliver_batch(&ctx, &lanes, &routes, alerts, ingested_at);
+        in_flight.push(async move {
+            let result = delivery.await;
+            (InFlight { tags, ids }, result)
+        });
+    };
+    // Let the batches in hand finish and be acked, as a stop does for any
+    // role, within the shutdown grace; what is left stays unacked and is
+    // delivered again (to the channels without a record) after a restart.
+    let drained = tokio::time::timeout(ctx.config.http.shutdown_grace, async {
+        while let Some(done) = in_flight.next().await {
+            if finish(&ctx, sub.as_mut(), &mut pending_ids, done)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("notify stopped with deliveries still in flight; they will be redelivered");
+    }
+    match stopped {
+        Ok(()) | Err(Stopped::Shutdown) => {
+            tracing::info!("notify stopped");
+            Ok(())
+        }
+        Err(Stopped::Permanent(e)) => {
+            ctx.health
+                .set("notify", crate::health::Status::Down, Some(e.to_string()));
+            Err(e.context("notify stopped"))
+        }
+    }
+}
+
+/// Acks a batch whose deliveries are recorded.
+async fn finish(
+    ctx: &Context,
+    sub: &mut dyn Subscription,
+    pending_ids: &mut HashMap<Uuid, usize>,
+    (batch, delivered): (InFlight, Result<(), Stopped<anyhow::Error>>),
+) -> Result<(), Stopped<anyhow::Error>> {
+    for id in &batch.ids {
+        if let Some(count) = pending_ids.get_mut(id) {
+            *count -= 1;
+            if *count == 0 {
+                pending_ids.remove(id);
             }
         }
     }
-    tracing::info!("notify stopped");
-    Ok(())
+    delivered?;
+    fail::fail_point!("notify::before_ack");
+    crate::persist_sub!(ctx, sub.ack(&batch.tags), "acking alerts")
 }
 
-async fn handle_batch(
+/// Parsed alerts with their ingest times, and the broker tags to ack for
+/// them; invalid ones are dead-lettered, and a second copy of an alert in the
+/// same batch is only acked (with the first), so it is delivered once.
+type Parsed = (Vec<Alert>, Vec<u64>, Vec<Option<chrono::DateTime<Utc>>>);
+
+async fn parse(
     ctx: &Context,
-    channels: &[Arc<dyn Channel>],
-    routes: &Routes,
     sub: &mut dyn Subscription,
     batch: Vec<Delivery>,
-) -> Result<(), Stopped<anyhow::Error>> {
+) -> Result<Parsed, Stopped<anyhow::Error>> {
     let mut alerts = Vec::with_capacity(batch.len());
     let mut tags = Vec::with_capacity(batch.len());
     let mut ingested_at = Vec::with_capacity(batch.len());
+    let mut seen = HashSet::new();
     for delivery in batch {
         match Alert::from_slice(&delivery.message.payload) {
             Ok(alert) => {
-                alerts.push(alert);
                 tags.push(delivery.tag);
+                if !seen.insert(alert.alert_id) {
+                    continue;
+                }
+                alerts.push(alert);
                 ingested_at.push(
                     delivery
                         .message
@@ -114,10 +216,18 @@ async fn handle_batch(
             }
         }
     }
-    if alerts.is_empty() {
-        return Ok(());
-    }
+    Ok((alerts, tags, ingested_at))
+}
 
+/// Stores a batch's alerts, then delivers them through the lanes and records
+/// each channel's outcomes as soon as that channel is done.
+async fn deliver_batch(
+    ctx: &Context,
+    lanes: &[Lane],
+    routes: &Routes,
+    alerts: Vec<Alert>,
+    ingested_at: Vec<Option<chrono::DateTime<Utc>>>,
+) -> Result<(), Stopped<anyhow::Error>> {
     let new_ids: HashSet<Uuid> = persist(ctx, "store", StoreError::is_transient, || {
         ctx.store.insert_alerts(&alerts)
     })
@@ -152,70 +262,78 @@ async fn handle_batch(
         );
     }
 
-    // Channels run concurrently, so a slow channel does not hold up the others.
-    let deliveries = channels.iter().map(|channel| {
-        let (routed, pending): (Vec<&Alert>, Vec<&Alert>) = alerts
-            .iter()
-            .filter(|a| {
-                done.get(&a.alert_id)
-                    .is_none_or(|names| !names.contains(channel.name()))
+    let batch = Arc::new(alerts);
+    let deliveries = lanes.iter().map(|lane| {
+        let (routed, pending): (Vec<usize>, Vec<usize>) = (0..batch.len())
+            .filter(|&i| {
+                done.get(&batch[i].alert_id)
+                    .is_none_or(|names| !names.contains(lane.name()))
             })
-            .partition(|a| !routes.wants(channel.name(), a));
+            .partition(|&i| !routes.wants(lane.name(), &batch[i]));
         if !routed.is_empty() {
             // Routed elsewhere: no delivery, no record, counted.
             ctx.metrics
                 .notifications
                 .get_or_create(&ChannelLabels {
-                    channel: channel.name().to_string(),
+                    channel: lane.name().to_string(),
                     result: "not_routed",
                 })
                 .inc_by(routed.len() as u64);
         }
+        let batch = Arc::clone(&batch);
         async move {
-            let outcomes = if pending.is_empty() {
-                Vec::new()
-            } else {
-                channel.deliver(&pending).await
-            };
-            (channel, pending, outcomes)
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let outcomes = lane.deliver(Arc::clone(&batch), pending.clone()).await;
+            record(ctx, lane.name(), &batch, &pending, outcomes).await
         }
     });
-    let mut records = Vec::new();
-    for (channel, pending, outcomes) in join_all(deliveries).await {
-        for (alert, outcome) in pending.into_iter().zip(outcomes) {
-            let (status, attempts, last_error, result) = match outcome {
-                Ok(Outcome::Delivered) => (DeliveryStatus::Delivered, 1, None, "delivered"),
-                Ok(Outcome::AlreadyDelivered) => {
-                    (DeliveryStatus::Delivered, 1, None, "duplicate_skipped")
-                }
-                Err(e) => (
-                    DeliveryStatus::Failed,
-                    e.attempts,
-                    Some(e.message),
-                    "failed",
-                ),
-            };
-            ctx.metrics
-                .notifications
-                .get_or_create(&ChannelLabels {
-                    channel: channel.name().to_string(),
-                    result,
-                })
-                .inc();
-            let record = DeliveryRecord {
-                alert_id: alert.alert_id,
-                channel: channel.name().to_string(),
-                status,
-                attempts,
-                last_error,
-                recorded_at: Utc::now(),
-            };
-            records.push(record);
-        }
+    futures::future::try_join_all(deliveries).await?;
+    Ok(())
+}
+
+/// Counts and records one channel's outcomes for a batch. All records at
+/// once: the embedded store folds them into one group commit, PostgreSQL
+/// spreads them over the pool, instead of one round trip (and one fsync)
+/// after another.
+async fn record(
+    ctx: &Context,
+    channel: &str,
+    batch: &[Alert],
+    indices: &[usize],
+    outcomes: Vec<Result<Outcome, crate::channels::ChannelError>>,
+) -> Result<(), Stopped<anyhow::Error>> {
+    let mut records = Vec::with_capacity(indices.len());
+    for (&i, outcome) in indices.iter().zip(outcomes) {
+        let (status, attempts, last_error, result) = match outcome {
+            Ok(Outcome::Delivered) => (DeliveryStatus::Delivered, 1, None, "delivered"),
+            Ok(Outcome::AlreadyDelivered) => {
+                (DeliveryStatus::Delivered, 1, None, "duplicate_skipped")
+            }
+            Err(e) => (
+                DeliveryStatus::Failed,
+                e.attempts,
+                Some(e.message),
+                "failed",
+            ),
+        };
+        ctx.metrics
+            .notifications
+            .get_or_create(&ChannelLabels {
+                channel: channel.to_string(),
+                result,
+            })
+            .inc();
+        records.push(DeliveryRecord {
+            alert_id: batch[i].alert_id,
+            channel: channel.to_string(),
+            status,
+            attempts,
+            last_error,
+            recorded_at: Utc::now(),
+        });
     }
-    // All records of the batch at once: the embedded store folds them into
-    // one group commit, PostgreSQL spreads them over the pool, instead of one
-    // round trip (and one fsync) after another.
     futures::future::try_join_all(records.iter().map(|record| {
         persist(ctx, "store", StoreError::is_transient, || {
             ctx.store.record_delivery(record)
@@ -223,7 +341,5 @@ async fn handle_batch(
     }))
     .await
     .map_err(|s| s.map_permanent("recording a delivery"))?;
-    fail::fail_point!("notify::before_ack");
-    crate::persist_sub!(ctx, sub.ack(&tags), "acking alerts")?;
     Ok(())
 }
