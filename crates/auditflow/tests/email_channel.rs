@@ -9,8 +9,7 @@
 //! retried and then delivered; the permanent one is tried once per alert and
 //! recorded failed with the server's reason.
 
-#[allow(dead_code)] // not every helper is used here
-mod read_api;
+use auditflow_chaos::read_api;
 #[allow(dead_code)] // helpers shared with the recovery tests
 mod recovery_support;
 mod smtp_support;
