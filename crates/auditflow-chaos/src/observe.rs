@@ -173,32 +173,20 @@ impl Probe {
         from: Instant,
         deadline: Duration,
     ) -> (Option<Duration>, bool) {
-        let body = match serde_json::to_vec(&self.event) {
-            Ok(body) => body,
-            Err(_) => return (None, false),
-        };
-        let mut acked = false;
+        let left = deadline.saturating_sub(from.elapsed());
+        if !self.send(http, ingest_url, left).await {
+            return (None, false);
+        }
+        let url = format!("{api_base}/v1/alerts/{}", self.alert_id);
         while from.elapsed() < deadline {
-            if !acked {
-                let sent = http
-                    .post(ingest_url)
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await;
-                acked = matches!(sent, Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED);
-            }
-            if acked {
-                let url = format!("{api_base}/v1/alerts/{}", self.alert_id);
-                if let Ok(r) = http.get(&url).send().await {
-                    if r.status().is_success() {
-                        return (Some(from.elapsed()), true);
-                    }
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return (Some(from.elapsed()), true);
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        (None, acked)
+        (None, true)
     }
 }
 

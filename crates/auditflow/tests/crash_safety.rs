@@ -29,10 +29,7 @@
 //! and its path printed.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::OpenOptions;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,12 +38,11 @@ use auditflow_core::alert_id_for;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use auditflow_chaos::process::{self, Launch, Platform};
 use auditflow_chaos::read_api;
 use auditflow_chaos::workload;
 use read_api::{get_json, list_all};
@@ -74,10 +70,6 @@ const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 500..=2500;
 const LOAD_DEADLINE: Duration = Duration::from_secs(150);
 /// After the load: queues empty and the stored count stable within this.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
-/// A (re)started process must print its address and be ready within this.
-const START_DEADLINE: Duration = Duration::from_secs(60);
-/// A SIGTERM'd process must exit within this (its grace period is 10 s).
-const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 const EVENTS_QUEUE: &str = "audit_events";
 const ALERTS_QUEUE: &str = "audit_alerts";
@@ -85,148 +77,34 @@ const ALERTS_QUEUE: &str = "audit_alerts";
 // ---------------------------------------------------------------------------
 // The platform as a child process
 
-struct Server {
-    child: Child,
-    pid: u32,
-}
-
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
 
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-/// Starts `auditflow up`; returns once it printed its address and `/readyz` is 200.
-async fn start_server(
+/// Starts `auditflow up` on `port` (retrying only when the port could not be
+/// bound again yet); returns once it printed its address and `/readyz` is 200.
+async fn start_on(
     port: u16,
     data_dir: &Path,
     log: &Path,
-    start_no: usize,
     api: &reqwest::Client,
-) -> Result<Server, String> {
-    let deadline = Instant::now() + START_DEADLINE;
-    let mut log_file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("opening {}: {e}", log.display()))?;
-    writeln!(log_file, "=== start #{start_no} ===").map_err(|e| e.to_string())?;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_auditflow"));
-    command
-        .arg("up")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AUDITFLOW_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("spawning auditflow: {e}"))?;
-    let pid = child.id().ok_or("auditflow exited at once")?;
-    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let listening = tokio::time::timeout_at(deadline.into(), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("listening on http://") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    match listening {
-        Ok(true) => {}
-        Ok(false) => {
-            let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-                .await
-                .map_err(|_| format!("start #{start_no}: stdout closed but auditflow runs on"))?
-                .map_err(|e| e.to_string())?;
-            return Err(format!(
-                "start #{start_no}: auditflow exited ({status}) before listening; stderr:\n{}",
-                log_tail(log)
-            ));
-        }
-        Err(_) => {
-            return Err(format!(
-                "start #{start_no}: no 'listening on' line within {START_DEADLINE:?}; stderr:\n{}",
-                log_tail(log)
-            ))
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    loop {
-        if let Ok(response) = api.get(&url).send().await {
-            if response.status() == reqwest::StatusCode::OK {
-                return Ok(Server { child, pid });
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "start #{start_no}: auditflow exited ({status}) before ready; stderr:\n{}",
-                log_tail(log)
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "start #{start_no}: /readyz not 200 within {START_DEADLINE:?}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// Starts the server, retrying only when the port could not be bound again.
-async fn restart(
-    port: u16,
-    data_dir: &Path,
-    log: &Path,
-    start_no: usize,
-    api: &reqwest::Client,
-) -> Result<Server, String> {
+) -> Result<Platform, String> {
+    let launch = Launch::up(
+        Path::new(env!("CARGO_BIN_EXE_auditflow")),
+        data_dir,
+        log,
+        &[],
+    );
     let mut tries = 0;
     loop {
-        match start_server(port, data_dir, log, start_no, api).await {
+        match process::start(&launch, Some(port), api).await {
             Err(e) if e.contains("binding") && tries < 5 => {
                 tries += 1;
                 eprintln!("crash_safety: port {port} not free yet, retrying: {e}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             other => return other,
-        }
-    }
-}
-
-async fn sigterm_and_wait(server: &mut Server) -> Result<ExitStatus, String> {
-    let pid = libc::pid_t::try_from(server.pid).map_err(|e| e.to_string())?;
-    // SAFETY: kill(2) with a pid we spawned and still own (not yet reaped).
-    if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-        return Err(format!(
-            "kill(SIGTERM): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    match tokio::time::timeout(STOP_DEADLINE, server.child.wait()).await {
-        Ok(status) => status.map_err(|e| e.to_string()),
-        Err(_) => {
-            let _ = server.child.start_kill();
-            let _ = server.child.wait().await;
-            Err(format!("no exit within {STOP_DEADLINE:?} of SIGTERM"))
         }
     }
 }
@@ -571,8 +449,7 @@ async fn every_acked_event_and_alert_survives_repeated_kill_9_under_load() {
         .build()
         .expect("http client");
 
-    let mut starts = 1;
-    let mut server = match start_server(port, &data_dir, &log, starts, &api).await {
+    let mut server = match start_on(port, &data_dir, &log, &api).await {
         Ok(server) => server,
         Err(e) => keep_dir_and_panic(dir, seed, e),
     };
@@ -662,16 +539,14 @@ async fn every_acked_event_and_alert_survives_repeated_kill_9_under_load() {
         }
         let in_flight = load.counters.in_flight.load(Ordering::SeqCst);
         let acked = load.counters.acked_events.load(Ordering::SeqCst);
-        let _ = server.child.start_kill(); // SIGKILL
-        let _ = server.child.wait().await;
+        server.kill9().await;
         kills += 1;
         if in_flight > 0 {
             kills_in_flight += 1;
         }
         let killed_at = load_started.elapsed();
-        starts += 1;
         let restarted = Instant::now();
-        server = match restart(port, &data_dir, &log, starts, &api).await {
+        server = match start_on(port, &data_dir, &log, &api).await {
             Ok(server) => server,
             Err(e) => keep_dir_and_panic(dir, seed, format!("after kill #{kills}: {e}")),
         };
@@ -710,7 +585,7 @@ async fn every_acked_event_and_alert_survives_repeated_kill_9_under_load() {
         println!("  {line}");
     }
     if !problems.is_empty() {
-        let _ = sigterm_and_wait(&mut server).await;
+        let _ = server.sigterm_and_wait().await;
         keep_dir_and_panic(
             dir,
             seed,
@@ -731,7 +606,7 @@ async fn every_acked_event_and_alert_survives_repeated_kill_9_under_load() {
     let stored_events = match wait_drained(&api, &base).await {
         Ok(events) => events,
         Err(e) => {
-            let _ = sigterm_and_wait(&mut server).await;
+            let _ = server.sigterm_and_wait().await;
             keep_dir_and_panic(dir, seed, e);
         }
     };
@@ -946,11 +821,11 @@ async fn every_acked_event_and_alert_survives_repeated_kill_9_under_load() {
     }
 
     // 5. Graceful shutdown.
-    match sigterm_and_wait(&mut server).await {
+    match server.sigterm_and_wait().await {
         Ok(status) if status.success() => {}
         Ok(status) => problems.push(format!(
             "SIGTERM: auditflow exited with {status}; stderr:\n{}",
-            log_tail(&log)
+            server.log_tail()
         )),
         Err(e) => problems.push(format!("SIGTERM: {e}")),
     }
@@ -963,7 +838,7 @@ async fn every_acked_event_and_alert_survives_repeated_kill_9_under_load() {
         stored_alert_count,
         expected_ids.len(),
         file_ids.len(),
-        starts,
+        kills + 1,
         test_started.elapsed().as_secs_f64()
     );
     if !problems.is_empty() {
