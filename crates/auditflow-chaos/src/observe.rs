@@ -126,6 +126,12 @@ impl Timeline {
     }
 }
 
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// An end-to-end probe sent after a fault: a sensitive-file event sent
 /// until acknowledged, then watched until its alert is listed.
 pub struct Probe {
