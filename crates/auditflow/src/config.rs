@@ -32,6 +32,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Traces: OTLP export (off unless an endpoint is set), sampling.
+    pub telemetry: crate::traces::TelemetryConfig,
     /// Which backends to use.
     pub backends: BackendsConfig,
     /// RabbitMQ settings (when `backends.broker` is an `amqp://` URL; its
@@ -60,6 +62,7 @@ impl Default for Config {
             analyze: AnalyzeConfig::default(),
             notify: NotifyConfig::default(),
             log: LogConfig::default(),
+            telemetry: crate::traces::TelemetryConfig::default(),
             resilience: crate::resilient::default_policies(),
             backends: BackendsConfig::default(),
             rabbitmq: auditflow_rabbitmq::RabbitConfig::default(),
@@ -445,6 +448,12 @@ impl Config {
         }
         crate::slo::validate(&self.slo)
             .map_err(|reason| ConfigError::Inconsistent { key: "slo", reason })?;
+        self.telemetry
+            .validate()
+            .map_err(|reason| ConfigError::Inconsistent {
+                key: "telemetry",
+                reason,
+            })?;
         let mut names: Vec<&str> = self
             .notify
             .channels

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::Utc;
 use futures::future::join_all;
+use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
 use auditflow_core::broker::{BrokerError, Delivery, Subscription, HEADER_INGESTED_AT};
@@ -90,9 +91,29 @@ async fn handle_batch(
     let mut alerts = Vec::with_capacity(batch.len());
     let mut tags = Vec::with_capacity(batch.len());
     let mut ingested_at = Vec::with_capacity(batch.len());
+    // Each alert's `notify` span, by alert id, when tracing is on; they end
+    // when the batch is acked.
+    let mut spans: HashMap<Uuid, Span> = HashMap::new();
+    let traced = crate::traces::enabled();
+    let system = crate::traces::spans::messaging_system(&ctx.config.backends.broker);
     for delivery in batch {
+        let span = traced.then(|| {
+            crate::traces::spans::notify(
+                &delivery.message.headers,
+                &delivery.message.message_id,
+                &ctx.config.broker.alerts_queue,
+                system,
+                delivery.delivery_count,
+            )
+        });
         match Alert::from_slice(&delivery.message.payload) {
             Ok(alert) => {
+                if let Some(span) = span {
+                    span.record("auditflow.rule_id", alert.analysis_rule.rule_id.as_str());
+                    span.record("auditflow.severity", alert.severity.as_str());
+                    // A redelivered duplicate in the same batch shares the first's span.
+                    spans.entry(alert.alert_id).or_insert(span);
+                }
                 alerts.push(alert);
                 tags.push(delivery.tag);
                 ingested_at.push(
@@ -105,7 +126,11 @@ async fn handle_batch(
             }
             Err(e) => {
                 let reason = e.to_string();
-                tracing::warn!(alert_id = %delivery.message.message_id, %reason, "dead-lettering alert");
+                let span = span.unwrap_or_else(Span::none);
+                crate::traces::spans::fail(&span, &reason);
+                span.in_scope(|| {
+                    tracing::warn!(alert_id = %delivery.message.message_id, %reason, "dead-lettering alert");
+                });
                 crate::persist_sub!(
                     ctx,
                     sub.dead_letter(delivery.tag, &reason),
@@ -171,18 +196,36 @@ async fn handle_batch(
                 })
                 .inc_by(routed.len() as u64);
         }
+        let traces: Vec<Span> = if spans.is_empty() {
+            Vec::new()
+        } else {
+            pending
+                .iter()
+                .filter_map(|a| spans.get(&a.alert_id))
+                .map(|parent| crate::traces::spans::deliver(parent, channel.name()))
+                .collect()
+        };
+        // A channel given one alert delivers inside its span, so what the
+        // channel logs carries the alert's trace id (and lands in the trace).
+        // A batch of several has no one span to run in.
+        let only = match traces.as_slice() {
+            [span] => Some(span.clone()),
+            _ => None,
+        };
         async move {
-            let outcomes = if pending.is_empty() {
-                Vec::new()
-            } else {
-                channel.deliver(&pending).await
+            let outcomes = match (pending.is_empty(), only) {
+                (true, _) => Vec::new(),
+                (false, Some(span)) => channel.deliver(&pending).instrument(span).await,
+                (false, None) => channel.deliver(&pending).await,
             };
-            (channel, pending, outcomes)
+            (channel, pending, outcomes, traces)
         }
     });
     let mut records = Vec::new();
-    for (channel, pending, outcomes) in join_all(deliveries).await {
-        for (alert, outcome) in pending.into_iter().zip(outcomes) {
+    // Per alert: (channels delivered, channels failed), for its span.
+    let mut tally: HashMap<Uuid, (u32, u32)> = HashMap::new();
+    for (channel, pending, outcomes, traces) in join_all(deliveries).await {
+        for (i, (alert, outcome)) in pending.into_iter().zip(outcomes).enumerate() {
             let (status, attempts, last_error, result) = match outcome {
                 Ok(Outcome::Delivered) => (DeliveryStatus::Delivered, 1, None, "delivered"),
                 Ok(Outcome::AlreadyDelivered) => {
@@ -195,6 +238,17 @@ async fn handle_batch(
                     "failed",
                 ),
             };
+            if let Some(span) = traces.get(i) {
+                span.record("auditflow.result", result);
+                let counts = tally.entry(alert.alert_id).or_default();
+                match &last_error {
+                    Some(error) => {
+                        crate::traces::spans::fail(span, error);
+                        counts.1 += 1;
+                    }
+                    None => counts.0 += 1,
+                }
+            }
             ctx.metrics
                 .notifications
                 .get_or_create(&ChannelLabels {
@@ -225,5 +279,13 @@ async fn handle_batch(
     .map_err(|s| s.map_permanent("recording a delivery"))?;
     fail::fail_point!("notify::before_ack");
     crate::persist_sub!(ctx, sub.ack(&tags), "acking alerts")?;
+    for (alert_id, span) in spans {
+        let (delivered, failed) = tally.get(&alert_id).copied().unwrap_or_default();
+        span.record("auditflow.channels.delivered", delivered);
+        span.record("auditflow.channels.failed", failed);
+        if failed > 0 {
+            crate::traces::spans::fail(&span, "a channel refused the alert");
+        }
+    }
     Ok(())
 }
