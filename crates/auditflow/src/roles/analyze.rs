@@ -202,7 +202,7 @@ async fn prepare(
         }
     }
     for span in &spans {
-        span.record("auditflow.batch.events", events.len());
+        crate::traces::spans::set(span, "auditflow.batch.events", events.len() as i64);
     }
     Ok((!events.is_empty()).then(|| Prepared {
         events: Arc::new(events),
@@ -277,7 +277,7 @@ async fn finish(
     for (i, (alerts, event_headers)) in alerts_per_event.iter().zip(&headers).enumerate() {
         let span = spans.get(i);
         if let Some(span) = span {
-            span.record("auditflow.alerts", alerts.len());
+            crate::traces::spans::set(span, "auditflow.alerts", alerts.len() as i64);
         }
         for alert in alerts {
             messages.push(alert_message(alert, event_headers, span));

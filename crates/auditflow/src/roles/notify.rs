@@ -109,8 +109,9 @@ async fn handle_batch(
         match Alert::from_slice(&delivery.message.payload) {
             Ok(alert) => {
                 if let Some(span) = span {
-                    span.record("auditflow.rule_id", alert.analysis_rule.rule_id.as_str());
-                    span.record("auditflow.severity", alert.severity.as_str());
+                    let rule_id = alert.analysis_rule.rule_id.clone();
+                    crate::traces::spans::set(&span, "auditflow.rule_id", rule_id);
+                    crate::traces::spans::set(&span, "auditflow.severity", alert.severity.as_str());
                     // A redelivered duplicate in the same batch shares the first's span.
                     spans.entry(alert.alert_id).or_insert(span);
                 }
@@ -239,7 +240,7 @@ async fn handle_batch(
                 ),
             };
             if let Some(span) = traces.get(i) {
-                span.record("auditflow.result", result);
+                crate::traces::spans::set(span, "auditflow.result", result);
                 let counts = tally.entry(alert.alert_id).or_default();
                 match &last_error {
                     Some(error) => {
@@ -281,8 +282,8 @@ async fn handle_batch(
     crate::persist_sub!(ctx, sub.ack(&tags), "acking alerts")?;
     for (alert_id, span) in spans {
         let (delivered, failed) = tally.get(&alert_id).copied().unwrap_or_default();
-        span.record("auditflow.channels.delivered", delivered);
-        span.record("auditflow.channels.failed", failed);
+        crate::traces::spans::set(&span, "auditflow.channels.delivered", i64::from(delivered));
+        crate::traces::spans::set(&span, "auditflow.channels.failed", i64::from(failed));
         if failed > 0 {
             crate::traces::spans::fail(&span, "a channel refused the alert");
         }

@@ -7,14 +7,15 @@
 //! | `notify` | consumer | the alert message's `traceparent` (analyze's span) | the alert is acked (or dead-lettered) |
 //! | `deliver` | internal | `notify` | the channel accepted or refused the alert |
 //!
-//! Fields whose names hold a dot (`otel.kind`, `messaging.*`,
-//! `auditflow.*`) are span attributes only; the log lines inside a span
-//! take its dot-less fields (`event_id`, `alert_id`) and its `trace_id`.
-//! Call these only when [`super::enabled`]: they cost an allocation or two
+//! The only `tracing` fields are `event_id` / `alert_id` (which the log
+//! lines inside a span take, with its `trace_id`) and `otel.kind`; every
+//! other attribute and the status go straight to the OpenTelemetry span
+//! ([`set`], [`fail`]), so the log layer never formats them.
+//! Call these only when [`super::enabled`]: they cost a few allocations
 //! per event.
 
-use opentelemetry::Context;
-use tracing::field::Empty;
+use opentelemetry::trace::Status;
+use opentelemetry::{Context, Value};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -34,19 +35,10 @@ pub fn messaging_system(broker: &str) -> &'static str {
 /// The span of one event accepted by ingest; `parent` is the HTTP
 /// request's context (empty when it carried no `traceparent`).
 pub fn ingest(event_id: &str, parent: &Context, queue: &str, system: &'static str) -> Span {
-    let span = tracing::info_span!(
-        target: super::TARGET,
-        "ingest",
-        event_id,
-        otel.kind = "producer",
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-        messaging.system = system,
-        messaging.operation.type = "send",
-        messaging.destination.name = queue,
-        auditflow.request.events = Empty,
-    );
-    set_parent(&span, parent.clone());
+    let span =
+        tracing::info_span!(target: super::TARGET, "ingest", event_id, otel.kind = "producer");
+    start(&span, parent.clone());
+    messaging(&span, system, "send", queue);
     span
 }
 
@@ -59,21 +51,11 @@ pub fn analyze(
     system: &'static str,
     delivery_count: u32,
 ) -> Span {
-    let span = tracing::info_span!(
-        target: super::TARGET,
-        "analyze",
-        event_id,
-        otel.kind = "consumer",
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-        messaging.system = system,
-        messaging.operation.type = "process",
-        messaging.destination.name = queue,
-        auditflow.delivery_count = delivery_count,
-        auditflow.batch.events = Empty,
-        auditflow.alerts = Empty,
-    );
-    set_parent(&span, propagation::extract(headers));
+    let span =
+        tracing::info_span!(target: super::TARGET, "analyze", event_id, otel.kind = "consumer");
+    start(&span, propagation::extract(headers));
+    messaging(&span, system, "process", queue);
+    set(&span, "auditflow.delivery_count", i64::from(delivery_count));
     span
 }
 
@@ -86,43 +68,29 @@ pub fn notify(
     system: &'static str,
     delivery_count: u32,
 ) -> Span {
-    let span = tracing::info_span!(
-        target: super::TARGET,
-        "notify",
-        alert_id,
-        otel.kind = "consumer",
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-        messaging.system = system,
-        messaging.operation.type = "process",
-        messaging.destination.name = queue,
-        auditflow.delivery_count = delivery_count,
-        auditflow.rule_id = Empty,
-        auditflow.severity = Empty,
-        auditflow.channels.delivered = Empty,
-        auditflow.channels.failed = Empty,
-    );
-    set_parent(&span, propagation::extract(headers));
+    let span =
+        tracing::info_span!(target: super::TARGET, "notify", alert_id, otel.kind = "consumer");
+    start(&span, propagation::extract(headers));
+    messaging(&span, system, "process", queue);
+    set(&span, "auditflow.delivery_count", i64::from(delivery_count));
     span
 }
 
 /// The span of one alert's delivery to one channel, inside its `notify` span.
 pub fn deliver(parent: &Span, channel: &str) -> Span {
-    tracing::info_span!(
-        target: super::TARGET,
-        parent: parent,
-        "deliver",
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-        auditflow.channel = channel,
-        auditflow.result = Empty,
-    )
+    let span = tracing::info_span!(target: super::TARGET, parent: parent, "deliver");
+    set(&span, "auditflow.channel", channel.to_string());
+    span
+}
+
+/// Sets an attribute of `span` (nothing when tracing is off).
+pub fn set(span: &Span, key: &'static str, value: impl Into<Value>) {
+    span.set_attribute(key, value);
 }
 
 /// Marks `span` failed with `reason`.
 pub fn fail(span: &Span, reason: &str) {
-    span.record("otel.status_code", "error");
-    span.record("otel.status_description", reason);
+    span.set_status(Status::error(reason.to_string()));
 }
 
 /// Writes `span`'s context into message `headers` as `traceparent`.
@@ -130,9 +98,15 @@ pub fn inject(span: &Span, headers: &mut Headers) {
     propagation::inject(&span.context(), headers);
 }
 
+fn messaging(span: &Span, system: &'static str, operation: &'static str, queue: &str) {
+    set(span, "messaging.system", system);
+    set(span, "messaging.operation.type", operation);
+    set(span, "messaging.destination.name", queue.to_string());
+}
+
 /// Sets the parent of a span just made, then starts it (see
 /// [`super::remember_trace_id`]).
-fn set_parent(span: &Span, parent: Context) {
+fn start(span: &Span, parent: Context) {
     // Only fails when the span is not an OpenTelemetry span (tracing off)
     // or already started; neither happens to a span just made here.
     let _ = span.set_parent(parent);

@@ -199,7 +199,7 @@ pub async fn post_events(
     }
     let published = messages.len() as u64;
     for span in &spans {
-        span.record("auditflow.request.events", published);
+        crate::traces::spans::set(span, "auditflow.request.events", published as i64);
     }
     let result = ctx.broker.publish(queue, messages).await;
     if let Err(e) = &result {
