@@ -188,22 +188,37 @@ fn load_config(file: Option<&Path>, serve: &ServeArgs) -> anyhow::Result<Config>
     Ok(Config::load(file, &serve.overrides())?)
 }
 
+/// Sets up logging and trace export, runs `plan` until it stops, then
+/// flushes the spans still queued (on SIGTERM too: the platform drains and
+/// returns first), whether the plan stopped cleanly or not.
+async fn serve_plan(config: Config, plan: Plan) -> anyhow::Result<()> {
+    let exporter =
+        crate::traces::Exporter::from_config(&config.telemetry, &plan.roles().join(","))?;
+    crate::telemetry::init(&config.log, exporter.as_ref());
+    if let Some(exporter) = &exporter {
+        tracing::info!(url = exporter.url(), "exporting traces");
+    }
+    let result = platform::run(config, plan).await;
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
+    result
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let file = cli.config.as_deref();
     match cli.command {
         Command::Up { demo, serve } => {
             let config = load_config(file, &serve)?;
-            crate::telemetry::init(&config.log);
             let plan = Plan {
                 demo,
                 ..Plan::everything()
             };
-            platform::run(config, plan).await?;
+            serve_plan(config, plan).await?;
         }
         Command::Run { role, serve } => {
             let config = load_config(file, &serve)?;
-            crate::telemetry::init(&config.log);
             let plan = match role {
                 Role::Ingest => Plan {
                     ingest: true,
@@ -230,7 +245,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ..Plan::default()
                 },
             };
-            platform::run(config, plan).await?;
+            serve_plan(config, plan).await?;
         }
         Command::Generate(options) => {
             let stop = tokio_util::sync::CancellationToken::new();

@@ -35,6 +35,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Traces: OTLP export (off unless an endpoint is set), sampling.
+    pub telemetry: crate::traces::TelemetryConfig,
     /// Which backends to use.
     pub backends: BackendsConfig,
     /// RabbitMQ settings (when `backends.broker` is an `amqp://` URL; its
@@ -65,6 +67,7 @@ impl Default for Config {
             analyze: AnalyzeConfig::default(),
             notify: NotifyConfig::default(),
             log: LogConfig::default(),
+            telemetry: crate::traces::TelemetryConfig::default(),
             resilience: crate::resilient::default_policies(),
             backends: BackendsConfig::default(),
             rabbitmq: auditflow_rabbitmq::RabbitConfig::default(),
@@ -524,6 +527,12 @@ impl Config {
             .map_err(|reason| ConfigError::Inconsistent { key: "slo", reason })?;
         validate_channels("notify.channels", &self.notify.channels, &self.resilience)?;
         validate_channels("monitor.channels", &self.monitor.channels, &self.resilience)?;
+        self.telemetry
+            .validate()
+            .map_err(|reason| ConfigError::Inconsistent {
+                key: "telemetry",
+                reason,
+            })?;
         Ok(())
     }
 

@@ -28,4 +28,5 @@ pub mod server;
 pub mod sli;
 pub mod slo;
 pub mod telemetry;
+pub mod traces;
 pub mod window_source;

@@ -25,6 +25,9 @@ use super::{Channel, ChannelError, Outcome};
 struct Job {
     batch: Arc<Vec<Alert>>,
     indices: Vec<usize>,
+    /// The span to deliver in (the alert's `deliver` span when tracing is
+    /// on and the job holds one alert), else the worker's own.
+    span: Option<tracing::Span>,
     reply: oneshot::Sender<Vec<Result<Outcome, ChannelError>>>,
 }
 
@@ -44,12 +47,13 @@ impl Lane {
             async move {
                 while let Some(mut job) = queue.recv().await {
                     let alerts: Vec<&Alert> = job.indices.iter().map(|&i| &job.batch[i]).collect();
+                    let span = job.span.take().unwrap_or_else(tracing::Span::current);
                     // Nobody waits any more only when notify stopped (or died):
                     // drop the delivery then, as if it ran inside notify, rather
                     // than send alerts that notify will neither record nor ack
                     // (they stay unacked and are delivered again after a restart).
                     tokio::select! {
-                        outcomes = worker.deliver(&alerts) => {
+                        outcomes = worker.deliver(&alerts).instrument(span) => {
                             let _ = job.reply.send(outcomes);
                         }
                         _ = job.reply.closed() => {}
@@ -67,17 +71,19 @@ impl Lane {
     }
 
     /// Delivers `batch[i]` for each `i` in `indices` (after the batches
-    /// queued before), one result per index.
+    /// queued before), one result per index, inside `span` if given.
     pub async fn deliver(
         &self,
         batch: Arc<Vec<Alert>>,
         indices: Vec<usize>,
+        span: Option<tracing::Span>,
     ) -> Vec<Result<Outcome, ChannelError>> {
         let count = indices.len();
         let (reply, answer) = oneshot::channel();
         let sent = self.jobs.send(Job {
             batch,
             indices,
+            span,
             reply,
         });
         let stopped = || {

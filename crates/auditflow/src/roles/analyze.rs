@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Span;
 use uuid::Uuid;
 
 use auditflow_core::broker::{
@@ -115,6 +116,9 @@ struct Prepared {
     events: Arc<Vec<Event>>,
     tags: Vec<u64>,
     headers: Vec<Headers>,
+    /// Each event's `analyze` span, when tracing is on (else empty); they
+    /// end when the batch is acked.
+    spans: Vec<Span>,
     started: Instant,
 }
 
@@ -136,7 +140,19 @@ async fn prepare(
     let mut events = Vec::with_capacity(batch.len());
     let mut tags = Vec::with_capacity(batch.len());
     let mut headers = Vec::with_capacity(batch.len());
+    let mut spans = Vec::new();
+    let traced = crate::traces::enabled();
+    let system = crate::traces::spans::messaging_system(&ctx.config.backends.broker);
     for delivery in batch {
+        let span = traced.then(|| {
+            crate::traces::spans::analyze(
+                &delivery.message.headers,
+                &delivery.message.message_id,
+                &ctx.config.broker.events_queue,
+                system,
+                delivery.delivery_count,
+            )
+        });
         let size = delivery.message.payload.len();
         let parsed = if size > ctx.config.analyze.max_event_bytes {
             Err(auditflow_core::event::EventError {
@@ -155,13 +171,23 @@ async fn prepare(
                 if parsed.id_assigned {
                     event.event_id = Uuid::new_v5(&PAYLOAD_ID_NAMESPACE, &delivery.message.payload);
                 }
+                if let Some(span) = span {
+                    if delivery.message.message_id != event.event_id.to_string() {
+                        span.record("event_id", event.event_id.to_string());
+                    }
+                    spans.push(span);
+                }
                 events.push(event);
                 tags.push(delivery.tag);
                 headers.push(delivery.message.headers);
             }
             Err(e) => {
                 let reason = format!("invalid event: {e}");
-                tracing::warn!(event_id = %delivery.message.message_id, %reason, "dead-lettering event");
+                let span = span.unwrap_or_else(Span::none);
+                crate::traces::spans::fail(&span, &reason);
+                span.in_scope(|| {
+                    tracing::warn!(event_id = %delivery.message.message_id, %reason, "dead-lettering event");
+                });
                 ctx.metrics
                     .events_processed
                     .get_or_create(&ResultLabel { result: "invalid" })
@@ -175,10 +201,14 @@ async fn prepare(
             }
         }
     }
+    for span in &spans {
+        crate::traces::spans::set(span, "auditflow.batch.events", events.len() as i64);
+    }
     Ok((!events.is_empty()).then(|| Prepared {
         events: Arc::new(events),
         tags,
         headers,
+        spans,
         started,
     }))
 }
@@ -224,6 +254,7 @@ async fn finish(
         events,
         tags,
         headers,
+        spans,
         started,
     } = stored.prepared;
     fail::fail_point!("analyze::after_store");
@@ -243,9 +274,13 @@ async fn finish(
     fail::fail_point!("analyze::after_rules");
 
     let mut messages = Vec::new();
-    for (alerts, event_headers) in alerts_per_event.iter().zip(&headers) {
+    for (i, (alerts, event_headers)) in alerts_per_event.iter().zip(&headers).enumerate() {
+        let span = spans.get(i);
+        if let Some(span) = span {
+            crate::traces::spans::set(span, "auditflow.alerts", alerts.len() as i64);
+        }
         for alert in alerts {
-            messages.push(alert_message(alert, event_headers));
+            messages.push(alert_message(alert, event_headers, span));
             ctx.metrics
                 .alerts_triggered
                 .get_or_create(&AlertLabels {
@@ -278,6 +313,8 @@ async fn finish(
         .observe(started.elapsed().as_secs_f64());
     ctx.metrics.sli.analysis.add(events.len() as u64, 0);
     observe_latencies(ctx, &headers);
+    // The events' spans end here, acked.
+    drop(spans);
     Ok(())
 }
 
@@ -309,7 +346,10 @@ fn observe_latencies(ctx: &Context, headers: &[Headers]) {
     ctx.metrics.sli.observe_analysis_latencies(latencies);
 }
 
-fn alert_message(alert: &Alert, event_headers: &Headers) -> Message {
+/// The wire message of `alert`. Its `traceparent` is the event's `analyze`
+/// span when there is one (notify continues from analyze), else the
+/// event's own, so that a process with tracing off still passes the trace on.
+fn alert_message(alert: &Alert, event_headers: &Headers, span: Option<&Span>) -> Message {
     let mut headers = Headers::new();
     headers.insert(
         HEADER_CORRELATION_ID.into(),
@@ -322,6 +362,9 @@ fn alert_message(alert: &Alert, event_headers: &Headers) -> Message {
         if let Some(value) = event_headers.get(key) {
             headers.insert(key.into(), value.clone());
         }
+    }
+    if let Some(span) = span {
+        crate::traces::spans::inject(span, &mut headers);
     }
     Message {
         message_id: alert.alert_id.to_string(),

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::Utc;
 use futures::stream::{FuturesUnordered, StreamExt as _};
+use tracing::Span;
 use uuid::Uuid;
 
 use auditflow_core::broker::{BrokerError, Delivery, Subscription, HEADER_INGESTED_AT};
@@ -37,6 +38,10 @@ struct InFlight {
     /// Its alert ids (a redelivered copy waits for them, see [`run`]).
     ids: Vec<Uuid>,
 }
+
+/// A batch's outcome: its alerts' `notify` spans (tracing on), which end
+/// once the batch is acked.
+type Delivered = Result<Vec<Span>, Stopped<anyhow::Error>>;
 
 /// Runs the notify loop until shutdown.
 pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Result<()> {
@@ -92,7 +97,7 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
                 continue;
             }
         };
-        let (alerts, tags, ingested_at) = match parse(&ctx, sub.as_mut(), batch).await {
+        let (alerts, tags, ingested_at, spans) = match parse(&ctx, sub.as_mut(), batch).await {
             Ok(parsed) => parsed,
             Err(stopped) => break Err(stopped),
         };
@@ -119,7 +124,7 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
             *pending_ids.entry(alert.alert_id).or_default() += 1;
         }
         let ids = alerts.iter().map(|a| a.alert_id).collect();
-        let delivery = deliver_batch(&ctx, &lanes, &routes, alerts, ingested_at);
+        let delivery = deliver_batch(&ctx, &lanes, &routes, alerts, ingested_at, spans);
         in_flight.push(async move {
             let result = delivery.await;
             (InFlight { tags, ids }, result)
@@ -160,7 +165,7 @@ async fn finish(
     ctx: &Context,
     sub: &mut dyn Subscription,
     pending_ids: &mut HashMap<Uuid, usize>,
-    (batch, delivered): (InFlight, Result<(), Stopped<anyhow::Error>>),
+    (batch, delivered): (InFlight, Delivered),
 ) -> Result<(), Stopped<anyhow::Error>> {
     for id in &batch.ids {
         if let Some(count) = pending_ids.get_mut(id) {
@@ -170,15 +175,23 @@ async fn finish(
             }
         }
     }
-    delivered?;
+    let spans = delivered?;
     fail::fail_point!("notify::before_ack");
-    crate::persist_sub!(ctx, sub.ack(&batch.tags), "acking alerts")
+    crate::persist_sub!(ctx, sub.ack(&batch.tags), "acking alerts")?;
+    drop(spans);
+    Ok(())
 }
 
-/// Parsed alerts with their ingest times, and the broker tags to ack for
-/// them; invalid ones are dead-lettered, and a second copy of an alert in the
-/// same batch is only acked (with the first), so it is delivered once.
-type Parsed = (Vec<Alert>, Vec<u64>, Vec<Option<chrono::DateTime<Utc>>>);
+/// Parsed alerts with their ingest times, the broker tags to ack for them,
+/// and each alert's `notify` span by alert id (tracing on); invalid ones are
+/// dead-lettered, and a second copy of an alert in the same batch is only
+/// acked (with the first, sharing its span), so it is delivered once.
+type Parsed = (
+    Vec<Alert>,
+    Vec<u64>,
+    Vec<Option<chrono::DateTime<Utc>>>,
+    HashMap<Uuid, Span>,
+);
 
 async fn parse(
     ctx: &Context,
@@ -189,9 +202,27 @@ async fn parse(
     let mut tags = Vec::with_capacity(batch.len());
     let mut ingested_at = Vec::with_capacity(batch.len());
     let mut seen = HashSet::new();
+    let mut spans: HashMap<Uuid, Span> = HashMap::new();
+    let traced = crate::traces::enabled();
+    let system = crate::traces::spans::messaging_system(&ctx.config.backends.broker);
     for delivery in batch {
+        let span = traced.then(|| {
+            crate::traces::spans::notify(
+                &delivery.message.headers,
+                &delivery.message.message_id,
+                &ctx.config.broker.alerts_queue,
+                system,
+                delivery.delivery_count,
+            )
+        });
         match Alert::from_slice(&delivery.message.payload) {
             Ok(alert) => {
+                if let Some(span) = span {
+                    let rule_id = alert.analysis_rule.rule_id.clone();
+                    crate::traces::spans::set(&span, "auditflow.rule_id", rule_id);
+                    crate::traces::spans::set(&span, "auditflow.severity", alert.severity.as_str());
+                    spans.entry(alert.alert_id).or_insert(span);
+                }
                 tags.push(delivery.tag);
                 if !seen.insert(alert.alert_id) {
                     continue;
@@ -207,7 +238,11 @@ async fn parse(
             }
             Err(e) => {
                 let reason = e.to_string();
-                tracing::warn!(alert_id = %delivery.message.message_id, %reason, "dead-lettering alert");
+                let span = span.unwrap_or_else(Span::none);
+                crate::traces::spans::fail(&span, &reason);
+                span.in_scope(|| {
+                    tracing::warn!(alert_id = %delivery.message.message_id, %reason, "dead-lettering alert");
+                });
                 crate::persist_sub!(
                     ctx,
                     sub.dead_letter(delivery.tag, &reason),
@@ -216,18 +251,20 @@ async fn parse(
             }
         }
     }
-    Ok((alerts, tags, ingested_at))
+    Ok((alerts, tags, ingested_at, spans))
 }
 
 /// Stores a batch's alerts, then delivers them through the lanes and records
-/// each channel's outcomes as soon as that channel is done.
+/// each channel's outcomes as soon as that channel is done; the alerts'
+/// spans, with how many channels took or refused each, once all are.
 async fn deliver_batch(
     ctx: &Context,
     lanes: &[Lane],
     routes: &Routes,
     alerts: Vec<Alert>,
     ingested_at: Vec<Option<chrono::DateTime<Utc>>>,
-) -> Result<(), Stopped<anyhow::Error>> {
+    spans: HashMap<Uuid, Span>,
+) -> Delivered {
     let new_ids: HashSet<Uuid> = persist(ctx, "store", StoreError::is_transient, || {
         ctx.store.insert_alerts(&alerts)
     })
@@ -280,32 +317,72 @@ async fn deliver_batch(
                 })
                 .inc_by(routed.len() as u64);
         }
+        // One `deliver` span per alert (tracing on). A channel given one
+        // alert delivers inside its span, so what the channel logs carries
+        // the alert's trace id; a batch of several has no one span to run in.
+        let traces: Vec<Span> = pending
+            .iter()
+            .filter_map(|&i| spans.get(&batch[i].alert_id))
+            .map(|parent| crate::traces::spans::deliver(parent, lane.name()))
+            .collect();
+        let only = match traces.as_slice() {
+            [span] => Some(span.clone()),
+            _ => None,
+        };
         let batch = Arc::clone(&batch);
         async move {
             if pending.is_empty() {
-                return Ok(());
+                return Ok(Vec::new());
             }
-            let outcomes = lane.deliver(Arc::clone(&batch), pending.clone()).await;
-            record(ctx, lane.name(), &batch, &pending, outcomes).await
+            let outcomes = lane
+                .deliver(Arc::clone(&batch), pending.clone(), only)
+                .await;
+            record(ctx, lane.name(), &batch, &pending, outcomes, &traces).await
         }
     });
-    futures::future::try_join_all(deliveries).await?;
-    Ok(())
+    // Per alert: (channels delivered, channels failed), for its span.
+    let mut tally: HashMap<Uuid, (u32, u32)> = HashMap::new();
+    for (alert_id, delivered) in futures::future::try_join_all(deliveries)
+        .await?
+        .into_iter()
+        .flatten()
+    {
+        let counts = tally.entry(alert_id).or_default();
+        if delivered {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
+        }
+    }
+    Ok(spans
+        .into_iter()
+        .map(|(alert_id, span)| {
+            let (delivered, failed) = tally.get(&alert_id).copied().unwrap_or_default();
+            crate::traces::spans::set(&span, "auditflow.channels.delivered", i64::from(delivered));
+            crate::traces::spans::set(&span, "auditflow.channels.failed", i64::from(failed));
+            if failed > 0 {
+                crate::traces::spans::fail(&span, "a channel refused the alert");
+            }
+            span
+        })
+        .collect())
 }
 
-/// Counts and records one channel's outcomes for a batch. All records at
-/// once: the embedded store folds them into one group commit, PostgreSQL
-/// spreads them over the pool, instead of one round trip (and one fsync)
-/// after another.
+/// Counts and records one channel's outcomes for a batch (and ends their
+/// `deliver` spans, `traces`, one per index when tracing is on); (alert id,
+/// delivered) per index. All records at once: the embedded store folds them
+/// into one group commit, PostgreSQL spreads them over the pool, instead of
+/// one round trip (and one fsync) after another.
 async fn record(
     ctx: &Context,
     channel: &str,
     batch: &[Alert],
     indices: &[usize],
     outcomes: Vec<Result<Outcome, crate::channels::ChannelError>>,
-) -> Result<(), Stopped<anyhow::Error>> {
+    traces: &[Span],
+) -> Result<Vec<(Uuid, bool)>, Stopped<anyhow::Error>> {
     let mut records = Vec::with_capacity(indices.len());
-    for (&i, outcome) in indices.iter().zip(outcomes) {
+    for (n, (&i, outcome)) in indices.iter().zip(outcomes).enumerate() {
         let (status, attempts, last_error, result) = match outcome {
             Ok(Outcome::Delivered) => (DeliveryStatus::Delivered, 1, None, "delivered"),
             Ok(Outcome::AlreadyDelivered) => {
@@ -318,6 +395,12 @@ async fn record(
                 "failed",
             ),
         };
+        if let Some(span) = traces.get(n) {
+            crate::traces::spans::set(span, "auditflow.result", result);
+            if let Some(error) = &last_error {
+                crate::traces::spans::fail(span, error);
+            }
+        }
         ctx.metrics
             .notifications
             .get_or_create(&ChannelLabels {
@@ -341,5 +424,8 @@ async fn record(
     }))
     .await
     .map_err(|s| s.map_permanent("recording a delivery"))?;
-    Ok(())
+    Ok(records
+        .iter()
+        .map(|r| (r.alert_id, r.status == DeliveryStatus::Delivered))
+        .collect())
 }

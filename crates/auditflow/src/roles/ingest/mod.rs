@@ -72,6 +72,13 @@ fn error_body(status: StatusCode, message: &str, retry_after: Option<u64>) -> Re
     response
 }
 
+/// Marks the spans of a request's events failed: they were not accepted.
+fn fail_all(spans: &[tracing::Span], reason: &str) {
+    for span in spans {
+        crate::traces::spans::fail(span, reason);
+    }
+}
+
 /// `POST /v1/events`. Its log lines carry `role = ingest` (an ERROR-level
 /// span so that it exists whatever the log level).
 #[tracing::instrument(level = "error", name = "role", skip_all, fields(role = "ingest"))]
@@ -126,6 +133,16 @@ pub async fn post_events(
         .filter(|v| v.len() <= 128)
         .map(str::to_string);
     let ingested_at = format_timestamp(&chrono::Utc::now());
+    let queue = &ctx.config.broker.events_queue;
+    // One span per accepted event when tracing is on (each event its own
+    // trace, or the caller's when the request carried a `traceparent`).
+    let trace = crate::traces::enabled().then(|| {
+        (
+            crate::traces::propagation::extract_http(&headers),
+            crate::traces::spans::messaging_system(&ctx.config.backends.broker),
+        )
+    });
+    let mut spans = Vec::new();
     let limit = ctx.config.http.max_events_per_request;
     let mut accepted = Vec::new();
     let mut assigned_ids = Vec::new();
@@ -149,9 +166,15 @@ pub async fn post_events(
                         .unwrap_or_else(|| event.event_id.to_string()),
                 );
                 msg_headers.insert(HEADER_INGESTED_AT.into(), ingested_at.clone());
+                let message_id = event.event_id.to_string();
+                if let Some((parent, system)) = &trace {
+                    let span = crate::traces::spans::ingest(&message_id, parent, queue, system);
+                    crate::traces::spans::inject(&span, &mut msg_headers);
+                    spans.push(span);
+                }
                 accepted.push(event.event_id);
                 messages.push(Message {
-                    message_id: event.event_id.to_string(),
+                    message_id,
                     payload: Bytes::from(event.to_json_bytes()),
                     headers: msg_headers,
                 });
@@ -177,6 +200,7 @@ pub async fn post_events(
         }
     };
     if count > limit {
+        fail_all(&spans, "request over http.max_events_per_request");
         return error_body(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("{count} events in one request; the limit is {limit}"),
@@ -189,6 +213,7 @@ pub async fn post_events(
             .get_or_create(&ResultLabel { result: "invalid" })
             .inc_by(rejected.len() as u64);
         if !params.partial || messages.is_empty() {
+            fail_all(&spans, "request refused: invalid items");
             return (
                 StatusCode::BAD_REQUEST,
                 Json(serde_json::json!({
@@ -200,11 +225,16 @@ pub async fn post_events(
         }
     }
     let published = messages.len() as u64;
-    match ctx
-        .broker
-        .publish(&ctx.config.broker.events_queue, messages)
-        .await
-    {
+    for span in &spans {
+        crate::traces::spans::set(span, "auditflow.request.events", published as i64);
+    }
+    let result = ctx.broker.publish(queue, messages).await;
+    if let Err(e) = &result {
+        fail_all(&spans, &e.to_string());
+    }
+    // The spans end here, when the broker has answered.
+    drop(spans);
+    match result {
         Ok(()) => {
             ctx.metrics.events_ingested.inc_by(published);
             (

@@ -1,0 +1,447 @@
+//! Split mode on the real backends, for the tests that start one
+//! `auditflow run ROLE` process per role (distributed, traces): each test's
+//! own RabbitMQ vhost, PostgreSQL schema and Redis key prefix
+//! (`af_test_<tag>_<random>`, removed by a drop guard), and the processes.
+//!
+//! Set `DISTRIBUTED_KEEP` to keep a failed test's vhost, schema, Redis keys
+//! and logs for a post-mortem.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rand::Rng;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// RabbitMQ without a vhost (each test adds its own).
+pub const BROKER_ROOT: &str = "amqp://guest:guest@127.0.0.1:5672";
+/// The local PostgreSQL (each test has its own schema).
+pub const STORE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The local Redis (each test has its own key prefix).
+pub const CACHE_URL: &str = "redis://127.0.0.1:6379";
+/// Set it to keep a failed test's vhost, schema and Redis keys for a post-mortem.
+pub const KEEP_VAR: &str = "DISTRIBUTED_KEEP";
+/// A process must print its address, be ready and (analyze, notify) have
+/// subscribed within this.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+/// A SIGTERM'd process must exit within this (its grace period is 10 s).
+pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
+// ---------------------------------------------------------------------------
+// Isolation: vhost, schema, key prefix, temporary directory
+
+/// Runs a command to completion (synchronously); stdout, or why it failed.
+pub fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {args:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Same, without blocking the runtime.
+pub async fn run_async(program: &str, args: &[&str]) -> Result<String, String> {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| format!("{program} {args:?}: no answer within 30 s"))?
+    .map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {args:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One test's vhost, schema and key prefix (all named `id`), and its
+/// temporary directory; removed on drop (the directory is kept on failure).
+pub struct Isolation {
+    /// The vhost, schema and key prefix name.
+    pub id: String,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Isolation {
+    pub fn new(tag: &str) -> Isolation {
+        let id = format!("af_test_{tag}_{:012x}", rand::rng().random::<u64>() >> 16);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("auditflow-{id}-"))
+            .tempdir()
+            .expect("temp dir");
+        // Created first so that the guard exists to remove it on any failure.
+        let isolation = Isolation {
+            id: id.clone(),
+            dir: Some(dir),
+        };
+        run_sync("rabbitmqctl", &["add_vhost", &id]).expect("rabbitmqctl add_vhost");
+        run_sync(
+            "rabbitmqctl",
+            &["set_permissions", "-p", &id, "guest", ".*", ".*", ".*"],
+        )
+        .expect("rabbitmqctl set_permissions");
+        isolation
+    }
+
+    pub fn broker_url(&self) -> String {
+        format!("{BROKER_ROOT}/{}", self.id)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.as_ref().expect("dir").path().join(name)
+    }
+
+    /// `rabbitmqctl list_queues` of the vhost: name -> row.
+    pub async fn queues(&self) -> Result<HashMap<String, Value>, String> {
+        let out = run_async(
+            "rabbitmqctl",
+            &[
+                "list_queues",
+                "-q",
+                "-p",
+                &self.id,
+                "name",
+                "type",
+                "messages_ready",
+                "messages_unacknowledged",
+                "arguments",
+                "--formatter",
+                "json",
+            ],
+        )
+        .await?;
+        let rows: Vec<Value> =
+            serde_json::from_str(&out).map_err(|e| format!("list_queues: {e}: {out}"))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row["name"].as_str().unwrap_or_default().to_string(), row))
+            .collect())
+    }
+
+    pub fn remove_redis_keys(&self) -> Result<usize, String> {
+        let pattern = format!("{}:*", self.id);
+        let keys = run_sync(
+            "redis-cli",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                "6379",
+                "--scan",
+                "--pattern",
+                &pattern,
+            ],
+        )?;
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        for chunk in keys.chunks(500) {
+            let mut args = vec!["-h", "127.0.0.1", "-p", "6379", "DEL"];
+            args.extend_from_slice(chunk);
+            run_sync("redis-cli", &args)?;
+        }
+        Ok(keys.len())
+    }
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os(KEEP_VAR).is_some() {
+            let dir = self.dir.take().map(|d| d.keep());
+            eprintln!(
+                "split mode: {KEEP_VAR} set: vhost, schema and Redis keys {} kept, and {dir:?}",
+                self.id
+            );
+            return;
+        }
+        let mut failures = Vec::new();
+        if let Err(e) = run_sync("rabbitmqctl", &["delete_vhost", &self.id]) {
+            failures.push(e);
+        }
+        let drop_schema = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.id);
+        if let Err(e) = run_sync(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-q",
+                "-c",
+                &drop_schema,
+            ],
+        ) {
+            failures.push(e);
+        }
+        if let Err(e) = self.remove_redis_keys() {
+            failures.push(e);
+        }
+        if !failures.is_empty() {
+            eprintln!(
+                "split mode: cleanup of {} incomplete: {failures:?}",
+                self.id
+            );
+        }
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!(
+                    "split mode: logs and data of {} kept in {}",
+                    self.id,
+                    dir.keep().display()
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// One `auditflow run ROLE` child process.
+pub struct Proc {
+    /// The name it was started with (its data directory and log are named after it).
+    pub name: String,
+    /// The child process.
+    pub child: Child,
+    /// Its process id.
+    pub pid: u32,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Its `--data-dir`.
+    pub data_dir: PathBuf,
+    /// Its stderr log.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn alerts_file(&self) -> PathBuf {
+        self.data_dir.join("alerts.ndjson")
+    }
+
+    /// SIGKILL, and reap.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM; the exit status within [`STOP_DEADLINE`].
+    pub async fn sigterm(&mut self) -> Result<ExitStatus, String> {
+        let pid = libc::pid_t::try_from(self.pid).map_err(|e| e.to_string())?;
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(format!(
+                "kill(SIGTERM): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
+            Ok(status) => status.map_err(|e| e.to_string()),
+            Err(_) => {
+                self.kill9().await;
+                Err(format!("no exit within {STOP_DEADLINE:?} of SIGTERM"))
+            }
+        }
+    }
+}
+
+/// The last `lines` lines of a process's log.
+pub fn log_tail(log: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A port that was free a moment ago (another process may take it first).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A client for the processes' HTTP endpoints (never through a proxy).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// Starts `auditflow run ROLE` on the isolation's backends; returns once it
+/// printed its address, `/readyz` answers 200 and, for analyze and notify,
+/// the role reports itself up (it has subscribed).
+pub async fn start(
+    iso: &Isolation,
+    role: &str,
+    name: &str,
+    extra_env: &[(&str, &str)],
+    http: &reqwest::Client,
+) -> Proc {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match try_start(iso, role, name, None, extra_env, http).await {
+            Ok(proc) => return proc,
+            // Another process took the free port first: try another.
+            Err(e) if e.contains("binding") => last = e,
+            Err(e) => panic!("{name}: {e}"),
+        }
+    }
+    panic!("{name}: {last}")
+}
+
+/// [`start`] once, on `port` when given (a restart on the same address).
+pub async fn try_start(
+    iso: &Isolation,
+    role: &str,
+    name: &str,
+    port: Option<u16>,
+    extra_env: &[(&str, &str)],
+    http: &reqwest::Client,
+) -> Result<Proc, String> {
+    let deadline = Instant::now() + START_DEADLINE;
+    let data_dir = iso.path(name);
+    let log = iso.path(&format!("{name}.stderr.log"));
+    let mut log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| format!("opening {}: {e}", log.display()))?;
+    writeln!(log_file, "=== start ===").map_err(|e| e.to_string())?;
+    let port = port.unwrap_or_else(free_port);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_auditflow"));
+    command
+        .args(["run", role, "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--broker", &iso.broker_url()])
+        .args(["--store", STORE_URL])
+        .args(["--cache", CACHE_URL])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AUDITFLOW_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .env("RUST_LOG", "warn,auditflow=info")
+        .env("AUDITFLOW_LOG__FORMAT", "human")
+        .env("AUDITFLOW_POSTGRES__SCHEMA", &iso.id)
+        .env("AUDITFLOW_REDIS__KEY_PREFIX", format!("{}:", iso.id));
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("spawning auditflow: {e}"))?;
+    let pid = child.id().ok_or("auditflow exited at once")?;
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let listening = tokio::time::timeout_at(deadline.into(), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("listening on http://") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    match listening {
+        Ok(true) => {}
+        Ok(false) => {
+            let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .map_err(|_| "stdout closed but auditflow runs on".to_string())?
+                .map_err(|e| e.to_string())?;
+            return Err(format!(
+                "exited ({status}) before listening; stderr:\n{}",
+                log_tail(&log, 15)
+            ));
+        }
+        Err(_) => {
+            return Err(format!(
+                "no 'listening on' line within {START_DEADLINE:?}; stderr:\n{}",
+                log_tail(&log, 15)
+            ))
+        }
+    }
+    // Keep draining stdout so that the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let base = format!("http://127.0.0.1:{port}");
+    let component = matches!(role, "analyze" | "notify").then_some(role);
+    loop {
+        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
+            let ok = response.status() == reqwest::StatusCode::OK;
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            let up = component.is_none_or(|c| body["components"][c]["status"] == "up");
+            if ok && up {
+                break;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "exited ({status}) before ready; stderr:\n{}",
+                log_tail(&log, 15)
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "not ready (or {component:?} not up) within {START_DEADLINE:?}; stderr:\n{}",
+                log_tail(&log, 15)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(Proc {
+        name: name.to_string(),
+        child,
+        pid,
+        base,
+        data_dir,
+        log,
+    })
+}
+
+/// SIGTERMs every process at once; the ones that did not exit 0.
+pub async fn stop_all(procs: &mut [Proc]) -> Vec<String> {
+    let stops = procs.iter_mut().map(|p| async move {
+        let result = p.sigterm().await;
+        (p.name.clone(), p.log.clone(), result)
+    });
+    join_all(stops)
+        .await
+        .into_iter()
+        .filter_map(|(name, log, result)| match result {
+            Ok(status) if status.success() => None,
+            Ok(status) => Some(format!(
+                "{name}: SIGTERM: exited {status}; stderr:\n{}",
+                log_tail(&log, 10)
+            )),
+            Err(e) => Some(format!("{name}: SIGTERM: {e}")),
+        })
+        .collect()
+}
