@@ -7,17 +7,15 @@
 //! and logs for a post-mortem.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::join_all;
 use rand::Rng;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+
+use auditflow_chaos::process::{self, Launch, Platform};
 
 /// RabbitMQ without a vhost (each test adds its own).
 pub const BROKER_ROOT: &str = "amqp://guest:guest@127.0.0.1:5672";
@@ -27,11 +25,6 @@ pub const STORE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const CACHE_URL: &str = "redis://127.0.0.1:6379";
 /// Set it to keep a failed test's vhost, schema and Redis keys for a post-mortem.
 pub const KEEP_VAR: &str = "DISTRIBUTED_KEEP";
-/// A process must print its address, be ready and (analyze, notify) have
-/// subscribed within this.
-pub const START_DEADLINE: Duration = Duration::from_secs(60);
-/// A SIGTERM'd process must exit within this (its grace period is 10 s).
-pub const STOP_DEADLINE: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------
 // Isolation: vhost, schema, key prefix, temporary directory
 
@@ -56,7 +49,7 @@ pub fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
 pub async fn run_async(program: &str, args: &[&str]) -> Result<String, String> {
     let out = tokio::time::timeout(
         Duration::from_secs(30),
-        Command::new(program)
+        tokio::process::Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -218,20 +211,18 @@ impl Drop for Isolation {
 // ---------------------------------------------------------------------------
 // Processes
 
-/// One `auditflow run ROLE` child process.
+/// One `auditflow run ROLE` child process (the chaos suite's
+/// [`Platform`], with the names the tests use).
 pub struct Proc {
     /// The name it was started with (its data directory and log are named after it).
     pub name: String,
-    /// The child process.
-    pub child: Child,
-    /// Its process id.
-    pub pid: u32,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// Its `--data-dir`.
     pub data_dir: PathBuf,
     /// Its stderr log.
     pub log: PathBuf,
+    platform: Platform,
 }
 
 impl Proc {
@@ -241,27 +232,12 @@ impl Proc {
 
     /// SIGKILL, and reap.
     pub async fn kill9(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        self.platform.kill9().await;
     }
 
-    /// SIGTERM; the exit status within [`STOP_DEADLINE`].
+    /// SIGTERM; the exit status within the stop deadline (SIGKILL after it).
     pub async fn sigterm(&mut self) -> Result<ExitStatus, String> {
-        let pid = libc::pid_t::try_from(self.pid).map_err(|e| e.to_string())?;
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            return Err(format!(
-                "kill(SIGTERM): {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        match tokio::time::timeout(STOP_DEADLINE, self.child.wait()).await {
-            Ok(status) => status.map_err(|e| e.to_string()),
-            Err(_) => {
-                self.kill9().await;
-                Err(format!("no exit within {STOP_DEADLINE:?} of SIGTERM"))
-            }
-        }
+        self.platform.sigterm_and_wait().await
     }
 }
 
@@ -319,110 +295,41 @@ pub async fn try_start(
     extra_env: &[(&str, &str)],
     http: &reqwest::Client,
 ) -> Result<Proc, String> {
-    let deadline = Instant::now() + START_DEADLINE;
     let data_dir = iso.path(name);
     let log = iso.path(&format!("{name}.stderr.log"));
-    let mut log_file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(|e| format!("opening {}: {e}", log.display()))?;
-    writeln!(log_file, "=== start ===").map_err(|e| e.to_string())?;
-    let port = port.unwrap_or_else(free_port);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_auditflow"));
-    command
-        .args(["run", role, "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--broker", &iso.broker_url()])
-        .args(["--store", STORE_URL])
-        .args(["--cache", CACHE_URL])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .kill_on_drop(true);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AUDITFLOW_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .env("RUST_LOG", "warn,auditflow=info")
-        .env("AUDITFLOW_LOG__FORMAT", "human")
-        .env("AUDITFLOW_POSTGRES__SCHEMA", &iso.id)
-        .env("AUDITFLOW_REDIS__KEY_PREFIX", format!("{}:", iso.id));
-    for (key, value) in extra_env {
-        command.env(key, value);
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("spawning auditflow: {e}"))?;
-    let pid = child.id().ok_or("auditflow exited at once")?;
-    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let listening = tokio::time::timeout_at(deadline.into(), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.starts_with("listening on http://") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    match listening {
-        Ok(true) => {}
-        Ok(false) => {
-            let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-                .await
-                .map_err(|_| "stdout closed but auditflow runs on".to_string())?
-                .map_err(|e| e.to_string())?;
-            return Err(format!(
-                "exited ({status}) before listening; stderr:\n{}",
-                log_tail(&log, 15)
-            ));
-        }
-        Err(_) => {
-            return Err(format!(
-                "no 'listening on' line within {START_DEADLINE:?}; stderr:\n{}",
-                log_tail(&log, 15)
-            ))
-        }
-    }
-    // Keep draining stdout so that the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let base = format!("http://127.0.0.1:{port}");
-    let component = matches!(role, "analyze" | "notify").then_some(role);
-    loop {
-        if let Ok(response) = http.get(format!("{base}/readyz")).send().await {
-            let ok = response.status() == reqwest::StatusCode::OK;
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            let up = component.is_none_or(|c| body["components"][c]["status"] == "up");
-            if ok && up {
-                break;
-            }
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "exited ({status}) before ready; stderr:\n{}",
-                log_tail(&log, 15)
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "not ready (or {component:?} not up) within {START_DEADLINE:?}; stderr:\n{}",
-                log_tail(&log, 15)
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let args = [
+        "--broker".to_string(),
+        iso.broker_url(),
+        "--store".to_string(),
+        STORE_URL.to_string(),
+        "--cache".to_string(),
+        CACHE_URL.to_string(),
+    ];
+    let mut launch = Launch::role(
+        Path::new(env!("CARGO_BIN_EXE_auditflow")),
+        role,
+        &data_dir,
+        &log,
+        &args,
+    );
+    launch.rust_log = "warn,auditflow=info".into();
+    launch.env = vec![
+        ("AUDITFLOW_LOG__FORMAT".into(), "human".into()),
+        ("AUDITFLOW_POSTGRES__SCHEMA".into(), iso.id.clone()),
+        ("AUDITFLOW_REDIS__KEY_PREFIX".into(), format!("{}:", iso.id)),
+    ];
+    launch.env.extend(
+        extra_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let platform = process::start(&launch, port, http).await?;
     Ok(Proc {
         name: name.to_string(),
-        child,
-        pid,
-        base,
+        base: platform.base.clone(),
         data_dir,
         log,
+        platform,
     })
 }
 
