@@ -332,6 +332,7 @@ async fn record(
             attempts,
             last_error,
             recorded_at: Utc::now(),
+            next_attempt_at: None,
         });
     }
     futures::future::try_join_all(records.iter().map(|record| {
