@@ -29,6 +29,17 @@ use crate::persist::Stopped;
 /// Runs until shutdown.
 pub(super) async fn run(ctx: Context, lane: Arc<Lane>, schedule: Schedule) {
     let limit = ctx.config.notify.batch_size.max(1);
+    // Series that exist from the start read 0 rather than nothing (rates,
+    // the notifications-failing rule).
+    for result in ["delivered", "retrying"] {
+        let _ = ctx
+            .metrics
+            .notification_retries
+            .get_or_create(&ChannelLabels {
+                channel: lane.name().to_string(),
+                result,
+            });
+    }
     loop {
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
