@@ -70,7 +70,9 @@ async fn round(
     limit: usize,
 ) -> Result<usize, Stopped<StoreError>> {
     let channel = lane.name();
-    // The backlog read is only for the gauge; a failure skips the update.
+    // The backlog (a read, off the embedded store's writer) feeds the gauge
+    // and spares the claim, a write, when nothing waits at all: the normal
+    // case, polled every second per channel. A failed read skips neither.
     match ctx.store.retry_backlog(channel).await {
         Ok(count) => {
             ctx.metrics
@@ -79,6 +81,9 @@ async fn round(
                     channel: channel.to_string(),
                 })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+            if count == 0 {
+                return Ok(0);
+            }
         }
         Err(e) => tracing::debug!(channel, error = %e, "cannot count pending retries"),
     }
