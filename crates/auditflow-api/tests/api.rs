@@ -432,6 +432,7 @@ async fn alert_detail_has_deliveries_and_404s() {
         attempts: 3,
         last_error: Some("HTTP 500".into()),
         recorded_at: base(),
+        next_attempt_at: None,
     };
     h.store.record_delivery(&record).await.unwrap();
     let body = h.get_ok(&format!("/v1/alerts/{id}")).await;

@@ -53,6 +53,18 @@ impl Store for DownStore {
     async fn deliveries(&self, _: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
         Err(self.err())
     }
+    async fn claim_retries(
+        &self,
+        _: &str,
+        _: chrono::DateTime<chrono::Utc>,
+        _: chrono::DateTime<chrono::Utc>,
+        _: usize,
+    ) -> Result<Vec<auditflow_core::store::PendingDelivery>, StoreError> {
+        Err(self.err())
+    }
+    async fn retry_backlog(&self, _: &str) -> Result<u64, StoreError> {
+        Err(self.err())
+    }
     async fn event(&self, _: Uuid) -> Result<Option<StoredEvent>, StoreError> {
         Err(self.err())
     }

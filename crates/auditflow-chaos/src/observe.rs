@@ -251,11 +251,17 @@ pub async fn stored(
 /// expected alert is stored and written to the file channel; `Err` says
 /// how far it got. Then lets the system settle for 3 s: late duplicates or
 /// extras would show up in that time.
+///
+/// `also_delivered`, when given, reads the deliveries of one more channel
+/// (a scenario's webhook receiver) that must have every expected alert too:
+/// a channel that was down catches up through notify's retries, with their
+/// backoff, so it may finish well after the file channel.
 pub async fn wait_complete(
     http: &reqwest::Client,
     deployment: &Deployment,
     expect: &Expectation,
     deadline: Duration,
+    also_delivered: Option<&dyn Fn() -> Vec<Uuid>>,
 ) -> Result<Duration, String> {
     let started = Instant::now();
     let acked: HashSet<Uuid> = expect.acked.iter().copied().collect();
@@ -269,21 +275,28 @@ pub async fn wait_complete(
                 let events: HashSet<Uuid> = events.into_iter().collect();
                 let alerts: HashSet<Uuid> = alerts.into_iter().map(|a| a.0).collect();
                 let delivered: HashSet<Uuid> = file_deliveries(&file).into_iter().collect();
+                let other: Option<HashSet<Uuid>> =
+                    also_delivered.map(|read| read().into_iter().collect());
                 complete = acked.is_subset(&events)
-                    && expect
-                        .alerts
-                        .keys()
-                        .all(|a| alerts.contains(a) && delivered.contains(a));
+                    && expect.alerts.keys().all(|a| {
+                        alerts.contains(a)
+                            && delivered.contains(a)
+                            && other.as_ref().is_none_or(|o| o.contains(a))
+                    });
                 if complete {
                     break;
                 }
                 last = format!(
-                    "{} of {} acked events, {} of {} alerts stored, {} delivered to the file",
+                    "{} of {} acked events, {} of {} alerts stored, {} delivered to the file{}",
                     acked.intersection(&events).count(),
                     acked.len(),
                     alerts.len(),
                     expect.alerts.len(),
-                    delivered.len()
+                    delivered.len(),
+                    other.map_or(String::new(), |o| format!(
+                        ", {} to the other channel",
+                        o.len()
+                    ))
                 );
             }
             Err(e) => last = e,

@@ -309,7 +309,11 @@ async fn execute(
         ));
     }
 
-    if let Err(e) = wait_complete(&http, &deployment, &expect, COMPLETE_DEADLINE).await {
+    let webhook_deliveries = receiver.as_ref().map(|r| move || r.delivered());
+    let also = webhook_deliveries
+        .as_ref()
+        .map(|read| read as &dyn Fn() -> Vec<Uuid>);
+    if let Err(e) = wait_complete(&http, &deployment, &expect, COMPLETE_DEADLINE, also).await {
         injected.notes.push(format!("drain: {e}"));
     }
     if let Some((sabotage, _)) = scenario.sabotage.filter(|(s, _)| !s.after_state()) {

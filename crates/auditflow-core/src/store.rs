@@ -38,8 +38,12 @@ pub struct StoredAlert {
 pub enum DeliveryStatus {
     /// The channel accepted the alert.
     Delivered,
-    /// Every attempt failed; the channel gave up.
+    /// Failed for good: the channel refused the alert (webhook 4xx, SMTP
+    /// 5xx), or it stayed undeliverable for longer than notify retries.
     Failed,
+    /// Failed transiently (timeout, 5xx, breaker open, ...); notify tries
+    /// again at `next_attempt_at`.
+    Retrying,
 }
 
 impl DeliveryStatus {
@@ -48,6 +52,17 @@ impl DeliveryStatus {
         match self {
             DeliveryStatus::Delivered => "delivered",
             DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Retrying => "retrying",
+        }
+    }
+
+    /// Parses [`DeliveryStatus::as_str`]; an unknown name reads as `Failed`
+    /// (so a record written by a newer build is never taken for delivered).
+    pub fn parse(name: &str) -> DeliveryStatus {
+        match name {
+            "delivered" => DeliveryStatus::Delivered,
+            "retrying" => DeliveryStatus::Retrying,
+            _ => DeliveryStatus::Failed,
         }
     }
 }
@@ -67,6 +82,21 @@ pub struct DeliveryRecord {
     pub last_error: Option<String>,
     /// When the outcome was recorded.
     pub recorded_at: DateTime<Utc>,
+    /// When notify tries again (only while `Retrying`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery notify is to retry: the alert and its record as it was when
+/// claimed (before the lease moved `next_attempt_at`), so the caller can
+/// derive the next backoff (`next_attempt_at - recorded_at`) and the give-up
+/// age (`received_at`) from the store alone, across restarts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDelivery {
+    /// The alert, as stored.
+    pub alert: StoredAlert,
+    /// Its `Retrying` record for the channel.
+    pub record: DeliveryRecord,
 }
 
 /// Filters for [`Store::events`]. All present filters must hold.
@@ -218,7 +248,26 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_alerts(&self, alerts: &[Alert]) -> Result<Vec<Uuid>, StoreError>;
 
     /// Records (or overwrites) the delivery outcome of `(alert_id, channel)`.
+    /// A `Delivered` record is final: a later non-delivered outcome (a
+    /// replica whose retry lease ran out recording its failure) leaves it.
     async fn record_delivery(&self, record: &DeliveryRecord) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` of `channel`'s `Retrying` deliveries due at
+    /// `due_before` (oldest due first): atomically moves their
+    /// `next_attempt_at` to `lease_until`, so another notify replica does
+    /// not claim them too until the lease runs out (the claimer crashed, or
+    /// its delivery took longer than the lease). Returns them as they were
+    /// before the claim.
+    async fn claim_retries(
+        &self,
+        channel: &str,
+        due_before: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, StoreError>;
+
+    /// How many of `channel`'s deliveries are `Retrying` (due or not).
+    async fn retry_backlog(&self, channel: &str) -> Result<u64, StoreError>;
 
     /// Delivery records of one alert.
     async fn deliveries(&self, alert_id: Uuid) -> Result<Vec<DeliveryRecord>, StoreError>;

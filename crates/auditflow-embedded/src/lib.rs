@@ -26,6 +26,7 @@
 
 mod broker;
 mod conn;
+mod deliveries;
 mod embedded;
 mod error;
 mod failpoint;

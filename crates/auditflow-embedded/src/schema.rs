@@ -99,6 +99,11 @@ pub(crate) const STORE: &[&str] = &[
         value INTEGER NOT NULL
      ) WITHOUT ROWID;
      INSERT INTO counters (name, value) VALUES ('events', 0), ('alerts', 0);",
+    // 2: the retry outbox: when a `retrying` delivery is due (or leased
+    // until), indexed over the retrying rows only.
+    "ALTER TABLE deliveries ADD COLUMN next_attempt_at INTEGER;
+     CREATE INDEX deliveries_retry_due ON deliveries (channel, next_attempt_at)
+        WHERE status = 'retrying';",
 ];
 
 /// Migrations of `window.sqlite`.

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use auditflow_core::alert::Alert;
 use auditflow_core::event::Event;
 use auditflow_core::store::{
-    AlertQuery, Cursor, DeliveryRecord, DeliveryStatus, EventQuery, Page, Store, StoreCounts,
+    AlertQuery, Cursor, DeliveryRecord, EventQuery, Page, PendingDelivery, Store, StoreCounts,
     StoreError, StoredAlert, StoredEvent,
 };
 use chrono::{DateTime, Utc};
@@ -302,62 +302,42 @@ impl Store for SqliteStore {
         let r = record.clone();
         self.inner
             .writer
-            .call(move |tx| {
-                tx.prepare_cached(
-                    "INSERT INTO deliveries (alert_id, channel, status, attempts, last_error, recorded_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (alert_id, channel) DO UPDATE SET
-                       status = excluded.status, attempts = excluded.attempts,
-                       last_error = excluded.last_error, recorded_at = excluded.recorded_at",
-                )
-                .ctx("cannot prepare delivery upsert")?
-                .execute(params![
-                    r.alert_id.hyphenated().to_string(),
-                    r.channel,
-                    r.status.as_str(),
-                    r.attempts,
-                    r.last_error,
-                    r.recorded_at.timestamp_micros()
-                ])
-                .ctx("cannot record delivery")?;
-                Ok(())
-            })
+            .call(move |tx| crate::deliveries::upsert(tx, &r))
             .await?;
         Ok(())
+    }
+
+    async fn claim_retries(
+        &self,
+        channel: &str,
+        due_before: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let channel = channel.to_string();
+        let claimed = self
+            .inner
+            .writer
+            .call(move |tx| crate::deliveries::claim(tx, &channel, due_before, lease_until, limit))
+            .await?;
+        Ok(claimed)
+    }
+
+    async fn retry_backlog(&self, channel: &str) -> Result<u64, StoreError> {
+        let channel = channel.to_string();
+        let count = self
+            .inner
+            .reads
+            .run(move |conn| crate::deliveries::backlog(conn, &channel))
+            .await?;
+        Ok(count)
     }
 
     async fn deliveries(&self, alert_id: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
         let rows = self
             .inner
             .reads
-            .run(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT channel, status, attempts, last_error, recorded_at
-                         FROM deliveries WHERE alert_id = ?1 ORDER BY channel",
-                    )
-                    .ctx("cannot prepare delivery query")?;
-                let rows = stmt
-                    .query_map([alert_id.hyphenated().to_string()], |row| {
-                        let status: String = row.get(1)?;
-                        Ok(DeliveryRecord {
-                            alert_id,
-                            channel: row.get(0)?,
-                            status: if status == DeliveryStatus::Delivered.as_str() {
-                                DeliveryStatus::Delivered
-                            } else {
-                                DeliveryStatus::Failed
-                            },
-                            attempts: row.get(2)?,
-                            last_error: row.get(3)?,
-                            recorded_at: micros_to_time(row.get(4)?),
-                        })
-                    })
-                    .ctx("delivery query failed")?
-                    .collect::<Result<Vec<_>, _>>()
-                    .ctx("cannot read delivery")?;
-                Ok(rows)
-            })
+            .run(move |conn| crate::deliveries::of_alert(conn, alert_id))
             .await?;
         Ok(rows)
     }

@@ -24,6 +24,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod deliveries;
 mod error;
 pub mod migrations;
 mod pool;

@@ -28,11 +28,18 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    sql: include_str!("../migrations/0001_initial.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "delivery_retries",
+        sql: include_str!("../migrations/0002_delivery_retries.sql"),
+    },
+];
 
 /// Advisory lock (two-key form, so it cannot collide with the single-key
 /// locks of the window state) held while migrating: `('AF', 1)`.

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use auditflow_core::alert::Alert;
 use auditflow_core::event::Event;
 use auditflow_core::store::{
-    AlertQuery, Cursor, DeliveryRecord, DeliveryStatus, EventQuery, Page, Store, StoreCounts,
+    AlertQuery, Cursor, DeliveryRecord, EventQuery, Page, PendingDelivery, Store, StoreCounts,
     StoreError, StoredAlert, StoredEvent,
 };
 use chrono::{DateTime, Utc};
@@ -25,6 +25,7 @@ use tokio_postgres::{Row, Statement};
 use uuid::Uuid;
 
 use crate::config::PgConfig;
+use crate::deliveries;
 use crate::error::PgError;
 use crate::pool::PgPool;
 use crate::query::{self, Listing, ALERT_COLUMNS, EVENT_COLUMNS};
@@ -131,13 +132,6 @@ const INSERT_ALERTS: &str = "WITH new AS (
     WHERE name = 'alerts' AND shard = $24 AND EXISTS (SELECT 1 FROM new)
 )
 SELECT alert_id FROM new";
-
-const UPSERT_DELIVERY: &str =
-    "INSERT INTO deliveries (alert_id, channel, status, attempts, last_error, recorded_at)
-     VALUES ($1, $2, $3, $4, $5, $6)
-     ON CONFLICT (alert_id, channel) DO UPDATE SET
-       status = excluded.status, attempts = excluded.attempts,
-       last_error = excluded.last_error, recorded_at = excluded.recorded_at";
 
 fn encode<T: serde::Serialize>(what: &str, id: Uuid, value: &T) -> Result<String, PgError> {
     serde_json::to_string(value)
@@ -435,7 +429,7 @@ impl Store for PgStore {
         self.pool
             .run("record_delivery", |client| async move {
                 let stmt = client
-                    .prepare_cached(UPSERT_DELIVERY)
+                    .prepare_cached(deliveries::UPSERT)
                     .await
                     .map_err(PgError::db("cannot prepare delivery upsert"))?;
                 client
@@ -448,6 +442,7 @@ impl Store for PgStore {
                             &attempts,
                             &r.last_error,
                             &r.recorded_at,
+                            &r.next_attempt_at,
                         ],
                     )
                     .await
@@ -458,15 +453,59 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn claim_retries(
+        &self,
+        channel: &str,
+        due_before: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .pool
+            .run("claim_retries", |client| async move {
+                let stmt = client
+                    .prepare_cached(&deliveries::CLAIM)
+                    .await
+                    .map_err(PgError::db("cannot prepare retry claim"))?;
+                client
+                    .query(&stmt, &[&channel, &due_before, &lease_until, &limit])
+                    .await
+                    .map_err(PgError::db("retry claim failed"))
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(deliveries::pending)
+            .collect::<Result<_, _>>()?)
+    }
+
+    async fn retry_backlog(&self, channel: &str) -> Result<u64, StoreError> {
+        let row = self
+            .pool
+            .run("retry_backlog", |client| async move {
+                let stmt = client
+                    .prepare_cached(deliveries::BACKLOG)
+                    .await
+                    .map_err(PgError::db("cannot prepare retry count"))?;
+                client
+                    .query_one(&stmt, &[&channel])
+                    .await
+                    .map_err(PgError::db("retry count failed"))
+            })
+            .await?;
+        let count: i64 = row
+            .try_get(0)
+            .map_err(PgError::db("cannot read retry count"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn deliveries(&self, alert_id: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
         let rows = self
             .pool
             .run("deliveries", |client| async move {
                 let stmt = client
-                    .prepare_cached(
-                        "SELECT channel, status, attempts, last_error, recorded_at
-                         FROM deliveries WHERE alert_id = $1 ORDER BY channel",
-                    )
+                    .prepare_cached(deliveries::OF_ALERT)
                     .await
                     .map_err(PgError::db("cannot prepare delivery query"))?;
                 client
@@ -475,24 +514,10 @@ impl Store for PgStore {
                     .map_err(PgError::db("delivery query failed"))
             })
             .await?;
-        rows.iter()
-            .map(|row| {
-                let status: &str = row.get(1);
-                let attempts: i64 = row.get(2);
-                Ok(DeliveryRecord {
-                    alert_id,
-                    channel: row.get(0),
-                    status: if status == DeliveryStatus::Delivered.as_str() {
-                        DeliveryStatus::Delivered
-                    } else {
-                        DeliveryStatus::Failed
-                    },
-                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    last_error: row.get(3),
-                    recorded_at: row.get(4),
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(|row| deliveries::record(alert_id, row))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {

@@ -223,6 +223,23 @@ pub struct NotifyConfig {
     /// Which alerts routed channels get (see [`crate::channels::routing`]);
     /// a channel no route names gets every alert.
     pub routes: Vec<crate::channels::routing::RouteConfig>,
+    /// A transiently failed delivery is first retried this long after it
+    /// failed; each further failure doubles the wait (with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+    /// The longest wait between two retries of one delivery.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_interval: Duration,
+    /// How long after notify stored an alert its retries go on; then the
+    /// delivery is recorded `failed` for good (and counted `gave_up`).
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// How long a claimed retry is reserved for the replica that claimed
+    /// it; after that (the replica died mid-delivery, or the channel's lane
+    /// was busier than this) another replica may retry it. Longer than a
+    /// channel's worst-case delivery, shorter than tolerable recovery delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_lease: Duration,
 }
 
 impl Default for NotifyConfig {
@@ -238,6 +255,10 @@ impl Default for NotifyConfig {
                 },
             ],
             routes: Vec::new(),
+            retry_interval: Duration::from_secs(1),
+            retry_max_interval: Duration::from_secs(60),
+            retry_for: Duration::from_secs(24 * 3600),
+            retry_lease: Duration::from_secs(120),
         }
     }
 }
@@ -458,6 +479,24 @@ impl Config {
                     reason: "must be at least 1".into(),
                 });
             }
+        }
+        let n = &self.notify;
+        for (key, value) in [
+            ("notify.retry_interval", n.retry_interval),
+            ("notify.retry_lease", n.retry_lease),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Inconsistent {
+                    key,
+                    reason: "must be longer than 0".into(),
+                });
+            }
+        }
+        if n.retry_max_interval < n.retry_interval {
+            return Err(ConfigError::Inconsistent {
+                key: "notify.retry_max_interval",
+                reason: "must be at least notify.retry_interval".into(),
+            });
         }
         if let Err(e) = crate::channels::routing::Routes::new(
             &self.notify.routes,

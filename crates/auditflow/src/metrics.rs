@@ -34,8 +34,17 @@ pub struct AlertLabels {
 pub struct ChannelLabels {
     /// Channel name (from config: bounded).
     pub channel: String,
-    /// `delivered`, `failed`, `duplicate_skipped`, `not_routed`.
+    /// `delivered`, `failed` (for good), `retrying` (failed transiently,
+    /// retried later), `gave_up` (retried for `notify.retry_for`),
+    /// `duplicate_skipped`, `not_routed`.
     pub result: &'static str,
+}
+
+/// A channel, alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    /// Channel name (from config: bounded).
+    pub channel: String,
 }
 
 /// Labels of HTTP requests.
@@ -160,6 +169,11 @@ pub struct Metrics {
     pub alerts_triggered: Family<AlertLabels, Counter>,
     /// Notification outcomes.
     pub notifications: Family<ChannelLabels, Counter>,
+    /// Outcomes of retried deliveries (one per retry), by channel.
+    pub notification_retries: Family<ChannelLabels, Counter>,
+    /// Deliveries recorded `retrying` in the store, by channel (as last
+    /// read by this notify).
+    pub notification_retry_backlog: Family<ChannelLabel, Gauge>,
     /// Time analyze spends on one batch (one observation per batch).
     pub event_processing_duration: Histogram,
     /// From ingest accepting an event to analyze acking it (per event).
@@ -232,6 +246,18 @@ impl Metrics {
             "notifications",
             "Alert deliveries, by channel and result",
             notifications.clone(),
+        );
+        let notification_retries = Family::<ChannelLabels, Counter>::default();
+        registry.register(
+            "notification_retries",
+            "Retries of transiently failed deliveries, by channel and result",
+            notification_retries.clone(),
+        );
+        let notification_retry_backlog = Family::<ChannelLabel, Gauge>::default();
+        registry.register(
+            "notification_retry_backlog",
+            "Deliveries waiting to be retried, by channel",
+            notification_retry_backlog.clone(),
         );
         let event_processing_duration = latency_histogram();
         registry.register(
@@ -358,6 +384,8 @@ impl Metrics {
             events_processed,
             alerts_triggered,
             notifications,
+            notification_retries,
+            notification_retry_backlog,
             event_processing_duration,
             ingest_to_alert,
             http_request_duration,

@@ -69,6 +69,22 @@ impl Store for HangingStore {
     async fn deliveries(&self, alert_id: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.gate(self.inner.deliveries(alert_id)).await
     }
+    async fn claim_retries(
+        &self,
+        channel: &str,
+        due_before: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<auditflow_core::store::PendingDelivery>, StoreError> {
+        self.gate(
+            self.inner
+                .claim_retries(channel, due_before, lease_until, limit),
+        )
+        .await
+    }
+    async fn retry_backlog(&self, channel: &str) -> Result<u64, StoreError> {
+        self.gate(self.inner.retry_backlog(channel)).await
+    }
     async fn event(&self, event_id: Uuid) -> Result<Option<StoredEvent>, StoreError> {
         self.gate(self.inner.event(event_id)).await
     }

@@ -277,7 +277,11 @@ fn deliveries_table(records: &[DeliveryRecord]) -> Markup {
                                 td { span class={ "badge delivery-" (r.status.as_str()) } { (r.status.as_str()) } }
                                 td.num { (r.attempts) }
                                 td { (view::time(&r.recorded_at)) }
-                                td.detail { @if let Some(e) = &r.last_error { (e) } @else { (view::empty()) } }
+                                td.detail {
+                                    @if let Some(e) = &r.last_error { (e) } @else { (view::empty()) }
+                                    // A retrying delivery says when notify tries again.
+                                    @if let Some(next) = &r.next_attempt_at { " · next attempt " (view::time(next)) }
+                                }
                             }
                         }
                     }

@@ -101,10 +101,8 @@ fn append(
     state: &Mutex<State>,
     alerts: Vec<(Uuid, Vec<u8>)>,
 ) -> Vec<Result<Outcome, ChannelError>> {
-    let fail = |message: String| ChannelError {
-        message,
-        attempts: 1,
-    };
+    // A failed write (disk full, I/O error) may well succeed later.
+    let fail = |message: String| ChannelError::transient(message, 1);
     let Ok(mut state) = state.lock() else {
         return alerts
             .iter()
@@ -164,10 +162,10 @@ impl Channel for FileChannel {
             Ok(outcomes) => outcomes,
             Err(e) => (0..count)
                 .map(|_| {
-                    Err(ChannelError {
-                        message: format!("file channel task failed: {e}"),
-                        attempts: 1,
-                    })
+                    Err(ChannelError::transient(
+                        format!("file channel task failed: {e}"),
+                        1,
+                    ))
                 })
                 .collect(),
         }

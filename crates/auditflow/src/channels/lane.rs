@@ -89,10 +89,10 @@ impl Lane {
         let stopped = || {
             (0..count)
                 .map(|_| {
-                    Err(ChannelError {
-                        message: format!("channel '{}': its worker stopped", self.name()),
-                        attempts: 0,
-                    })
+                    Err(ChannelError::transient(
+                        format!("channel '{}': its worker stopped", self.name()),
+                        0,
+                    ))
                 })
                 .collect()
         };

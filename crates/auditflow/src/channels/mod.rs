@@ -45,6 +45,30 @@ pub struct ChannelError {
     pub message: String,
     /// Attempts made.
     pub attempts: u32,
+    /// Whether trying again later may succeed (timeouts, 5xx, breaker open,
+    /// bulkhead full): notify then records the delivery `retrying`. False
+    /// when the channel refused the alert for good (webhook 4xx, SMTP 5xx).
+    pub retryable: bool,
+}
+
+impl ChannelError {
+    /// A failure worth retrying later.
+    pub fn transient(message: impl Into<String>, attempts: u32) -> Self {
+        ChannelError {
+            message: message.into(),
+            attempts,
+            retryable: true,
+        }
+    }
+
+    /// A refusal that retrying would only repeat.
+    pub fn permanent(message: impl Into<String>, attempts: u32) -> Self {
+        ChannelError {
+            message: message.into(),
+            attempts,
+            retryable: false,
+        }
+    }
 }
 
 /// One destination for alerts.

@@ -128,14 +128,22 @@ impl WebhookChannel {
         match self.policy.call_classified(post, classify).await {
             Ok(()) => Ok(Outcome::Delivered),
             Err(error) => {
-                let message = match &error {
-                    PolicyError::Inner(e) | PolicyError::BudgetExhausted(e) => e.to_string(),
-                    other => crate::resilient::describe(&self.name, other).unwrap_or_default(),
-                };
-                Err(ChannelError {
-                    message,
-                    attempts: attempts.load(std::sync::atomic::Ordering::Relaxed),
-                })
+                let attempts = attempts.load(std::sync::atomic::Ordering::Relaxed);
+                match &error {
+                    // Only the endpoint's own refusal is final; a breaker,
+                    // bulkhead, timeout or exhausted budget says nothing
+                    // about the alert.
+                    PolicyError::Inner(PostError::Permanent(e)) => {
+                        Err(ChannelError::permanent(e.clone(), attempts))
+                    }
+                    PolicyError::Inner(e) | PolicyError::BudgetExhausted(e) => {
+                        Err(ChannelError::transient(e.to_string(), attempts))
+                    }
+                    other => Err(ChannelError::transient(
+                        crate::resilient::describe(&self.name, other).unwrap_or_default(),
+                        attempts,
+                    )),
+                }
             }
         }
     }

@@ -4,14 +4,15 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use resilience::{ErrorClass, Policy, PolicyError};
 use uuid::Uuid;
 
 use auditflow_core::alert::Alert;
 use auditflow_core::event::Event;
 use auditflow_core::store::{
-    AlertQuery, DeliveryRecord, EventQuery, Page, Store, StoreCounts, StoreError, StoredAlert,
-    StoredEvent,
+    AlertQuery, DeliveryRecord, EventQuery, Page, PendingDelivery, Store, StoreCounts, StoreError,
+    StoredAlert, StoredEvent,
 };
 
 /// A [`Store`] whose every call goes through the `store` policy.
@@ -106,6 +107,28 @@ impl Store for ResilientStore {
 
     async fn deliveries(&self, alert_id: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.run("deliveries", || self.inner.deliveries(alert_id))
+            .await
+    }
+
+    // A claim is a write whose retry could claim a second batch while the
+    // first one's leases run out unused; both are harmless (leased rows come
+    // due again), so it goes through the same policy as other calls.
+    async fn claim_retries(
+        &self,
+        channel: &str,
+        due_before: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        self.run("claim_retries", || {
+            self.inner
+                .claim_retries(channel, due_before, lease_until, limit)
+        })
+        .await
+    }
+
+    async fn retry_backlog(&self, channel: &str) -> Result<u64, StoreError> {
+        self.run("retry_backlog", || self.inner.retry_backlog(channel))
             .await
     }
 

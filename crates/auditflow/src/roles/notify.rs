@@ -9,6 +9,13 @@
 //! channel holds up only itself (at most `notify.prefetch` alerts stay
 //! unacked meanwhile). While the store is down the alerts stay unacked in the
 //! broker, which buffers them; nothing is acked unstored or undelivered.
+//!
+//! A delivery that fails transiently (timeout, 5xx, breaker open, bulkhead
+//! full) is recorded `retrying` with a due time and acked all the same: the
+//! store, not the broker, then holds it, and each channel's retry task
+//! ([`retry`]) delivers it again through the same lane with capped
+//! exponential backoff until it is delivered, refused for good, or older
+//! than `notify.retry_for` ([`outbox`] decides which record an answer makes).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,6 +38,11 @@ use crate::context::Context;
 use crate::metrics::ChannelLabels;
 use crate::persist::{persist, Stopped};
 
+mod outbox;
+mod retry;
+
+use outbox::Schedule;
+
 /// A batch whose deliveries are under way.
 struct InFlight {
     /// Broker tags to ack once every channel answered.
@@ -51,7 +63,16 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
         channels.iter().map(|channel| channel.name()),
     )
     .context("notify.routes")?;
-    let lanes: Vec<Lane> = channels.into_iter().map(Lane::start).collect();
+    let lanes: Vec<Arc<Lane>> = channels
+        .into_iter()
+        .map(|channel| Arc::new(Lane::start(channel)))
+        .collect();
+    let schedule = Schedule::new(&ctx.config.notify);
+    // Dropped (so aborted) when notify returns; they also stop on shutdown.
+    let mut retries = tokio::task::JoinSet::new();
+    for lane in &lanes {
+        retries.spawn(retry::run(ctx.clone(), Arc::clone(lane), schedule));
+    }
     let mut sub = match persist(&ctx, "broker", BrokerError::is_transient, || {
         ctx.broker.subscribe(&queue, ctx.config.notify.prefetch)
     })
@@ -124,7 +145,7 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
             *pending_ids.entry(alert.alert_id).or_default() += 1;
         }
         let ids = alerts.iter().map(|a| a.alert_id).collect();
-        let delivery = deliver_batch(&ctx, &lanes, &routes, alerts, ingested_at, spans);
+        let delivery = deliver_batch(&ctx, &lanes, &routes, &schedule, alerts, ingested_at, spans);
         in_flight.push(async move {
             let result = delivery.await;
             (InFlight { tags, ids }, result)
@@ -146,6 +167,16 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
     .await;
     if drained.is_err() {
         tracing::warn!("notify stopped with deliveries still in flight; they will be redelivered");
+    }
+    // The retry tasks stop at their next pause; let a round under way record
+    // its outcomes, or its claimed retries would wait out their lease
+    // (`notify.retry_lease`) after a restart.
+    let retried = tokio::time::timeout(ctx.config.http.shutdown_grace, async {
+        while retries.join_next().await.is_some() {}
+    })
+    .await;
+    if retried.is_err() {
+        tracing::warn!("notify stopped with retries under way; they are retried after their lease");
     }
     match stopped {
         Ok(()) | Err(Stopped::Shutdown) => {
@@ -259,8 +290,9 @@ async fn parse(
 /// spans, with how many channels took or refused each, once all are.
 async fn deliver_batch(
     ctx: &Context,
-    lanes: &[Lane],
+    lanes: &[Arc<Lane>],
     routes: &Routes,
+    schedule: &Schedule,
     alerts: Vec<Alert>,
     ingested_at: Vec<Option<chrono::DateTime<Utc>>>,
     spans: HashMap<Uuid, Span>,
@@ -281,7 +313,9 @@ async fn deliver_batch(
         }
     }
 
-    // Which channels already took which (redelivered) alerts.
+    // Which channels already took which (redelivered) alerts, or hold them
+    // for their retry task: a second, concurrent delivery of a retrying
+    // alert would only risk a duplicate.
     let mut done: HashMap<Uuid, HashSet<String>> = HashMap::new();
     for alert in alerts.iter().filter(|a| !new_ids.contains(&a.alert_id)) {
         let records = persist(ctx, "store", StoreError::is_transient, || {
@@ -293,7 +327,12 @@ async fn deliver_batch(
             alert.alert_id,
             records
                 .into_iter()
-                .filter(|r| r.status == DeliveryStatus::Delivered)
+                .filter(|r| {
+                    matches!(
+                        r.status,
+                        DeliveryStatus::Delivered | DeliveryStatus::Retrying
+                    )
+                })
                 .map(|r| r.channel)
                 .collect(),
         );
@@ -337,7 +376,16 @@ async fn deliver_batch(
             let outcomes = lane
                 .deliver(Arc::clone(&batch), pending.clone(), only)
                 .await;
-            record(ctx, lane.name(), &batch, &pending, outcomes, &traces).await
+            record(
+                ctx,
+                schedule,
+                lane.name(),
+                &batch,
+                &pending,
+                outcomes,
+                &traces,
+            )
+            .await
         }
     });
     // Per alert: (channels delivered, channels failed), for its span.
@@ -368,36 +416,26 @@ async fn deliver_batch(
         .collect())
 }
 
-/// Counts and records one channel's outcomes for a batch (and ends their
-/// `deliver` spans, `traces`, one per index when tracing is on); (alert id,
-/// delivered) per index. All records at once: the embedded store folds them
-/// into one group commit, PostgreSQL spreads them over the pool, instead of
-/// one round trip (and one fsync) after another.
+/// Counts and records one channel's outcomes for a batch (their first
+/// attempt; [`retry`] records the later ones), and ends their `deliver`
+/// spans (`traces`, one per index when tracing is on); (alert id,
+/// delivered) per index.
 async fn record(
     ctx: &Context,
+    schedule: &Schedule,
     channel: &str,
     batch: &[Alert],
     indices: &[usize],
     outcomes: Vec<Result<Outcome, crate::channels::ChannelError>>,
     traces: &[Span],
 ) -> Result<Vec<(Uuid, bool)>, Stopped<anyhow::Error>> {
+    let now = Utc::now();
     let mut records = Vec::with_capacity(indices.len());
     for (n, (&i, outcome)) in indices.iter().zip(outcomes).enumerate() {
-        let (status, attempts, last_error, result) = match outcome {
-            Ok(Outcome::Delivered) => (DeliveryStatus::Delivered, 1, None, "delivered"),
-            Ok(Outcome::AlreadyDelivered) => {
-                (DeliveryStatus::Delivered, 1, None, "duplicate_skipped")
-            }
-            Err(e) => (
-                DeliveryStatus::Failed,
-                e.attempts,
-                Some(e.message),
-                "failed",
-            ),
-        };
+        let (record, result) = schedule.record(channel, batch[i].alert_id, outcome, None, now);
         if let Some(span) = traces.get(n) {
             crate::traces::spans::set(span, "auditflow.result", result);
-            if let Some(error) = &last_error {
+            if let Some(error) = &record.last_error {
                 crate::traces::spans::fail(span, error);
             }
         }
@@ -408,24 +446,26 @@ async fn record(
                 result,
             })
             .inc();
-        records.push(DeliveryRecord {
-            alert_id: batch[i].alert_id,
-            channel: channel.to_string(),
-            status,
-            attempts,
-            last_error,
-            recorded_at: Utc::now(),
-        });
+        records.push(record);
     }
+    save(ctx, &records)
+        .await
+        .map_err(|s| s.map_permanent("recording a delivery"))?;
+    Ok(records
+        .iter()
+        .map(|r| (r.alert_id, r.status == DeliveryStatus::Delivered))
+        .collect())
+}
+
+/// Writes delivery records, all at once: the embedded store folds them into
+/// one group commit, PostgreSQL spreads them over the pool, instead of one
+/// round trip (and one fsync) after another.
+async fn save(ctx: &Context, records: &[DeliveryRecord]) -> Result<(), Stopped<StoreError>> {
     futures::future::try_join_all(records.iter().map(|record| {
         persist(ctx, "store", StoreError::is_transient, || {
             ctx.store.record_delivery(record)
         })
     }))
-    .await
-    .map_err(|s| s.map_permanent("recording a delivery"))?;
-    Ok(records
-        .iter()
-        .map(|r| (r.alert_id, r.status == DeliveryStatus::Delivered))
-        .collect())
+    .await?;
+    Ok(())
 }

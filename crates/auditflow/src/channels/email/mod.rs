@@ -103,12 +103,9 @@ impl EmailChannel {
     }
 
     async fn send(&self, alert: &Alert) -> Result<Outcome, ChannelError> {
-        let message = message::build(alert, &self.from, &self.to, &self.subject).map_err(|e| {
-            ChannelError {
-                message: format!("email: {e}"),
-                attempts: 0,
-            }
-        })?;
+        // An alert that cannot be made into a message never will be.
+        let message = message::build(alert, &self.from, &self.to, &self.subject)
+            .map_err(|e| ChannelError::permanent(format!("email: {e}"), 0))?;
         let envelope: Envelope = message.envelope().clone();
         let raw = message.formatted();
         // The policy retries; count the SMTP transactions it made for the record.
@@ -120,16 +117,20 @@ impl EmailChannel {
         match self.policy.call_classified(attempt, classify).await {
             Ok(_response) => Ok(Outcome::Delivered),
             Err(error) => {
-                let message = match &error {
-                    PolicyError::Inner(e) | PolicyError::BudgetExhausted(e) => {
-                        format!("smtp: {e}")
+                let attempts = attempts.load(Ordering::Relaxed);
+                match &error {
+                    // A 5xx reply is the server's final word on this mail.
+                    PolicyError::Inner(e) if e.is_permanent() => {
+                        Err(ChannelError::permanent(format!("smtp: {e}"), attempts))
                     }
-                    other => crate::resilient::describe(&self.name, other).unwrap_or_default(),
-                };
-                Err(ChannelError {
-                    message,
-                    attempts: attempts.load(Ordering::Relaxed),
-                })
+                    PolicyError::Inner(e) | PolicyError::BudgetExhausted(e) => {
+                        Err(ChannelError::transient(format!("smtp: {e}"), attempts))
+                    }
+                    other => Err(ChannelError::transient(
+                        crate::resilient::describe(&self.name, other).unwrap_or_default(),
+                        attempts,
+                    )),
+                }
             }
         }
     }
