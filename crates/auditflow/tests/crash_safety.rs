@@ -44,6 +44,7 @@ use uuid::Uuid;
 
 use auditflow_chaos::process::{self, Launch, Platform};
 use auditflow_chaos::read_api;
+use auditflow_chaos::servers::free_port;
 use auditflow_chaos::workload;
 use read_api::{get_json, list_all};
 use workload::{
@@ -76,11 +77,6 @@ const ALERTS_QUEUE: &str = "audit_alerts";
 
 // ---------------------------------------------------------------------------
 // The platform as a child process
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// Starts `auditflow up` on `port` (retrying only when the port could not be
 /// bound again yet); returns once it printed its address and `/readyz` is 200.

@@ -241,28 +241,13 @@ impl Proc {
     }
 }
 
-/// The last `lines` lines of a process's log.
-pub fn log_tail(log: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A port that was free a moment ago (another process may take it first).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// A client for the processes' HTTP endpoints (never through a proxy).
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
-}
+// The chaos suite's helpers, under the names the split-mode tests use
+// (each test crate that includes this module uses a part of them).
+#[allow(unused_imports)]
+pub use auditflow_chaos::{
+    load::http_client,
+    servers::{free_port, tail as log_tail},
+};
 
 /// Starts `auditflow run ROLE` on the isolation's backends; returns once it
 /// printed its address, `/readyz` answers 200 and, for analyze and notify,
