@@ -12,6 +12,8 @@
 
 pub mod alert;
 pub mod broker;
+#[cfg(feature = "test-support")]
+pub mod conformance;
 pub mod event;
 pub mod store;
 pub mod time;
