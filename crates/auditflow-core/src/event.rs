@@ -1,6 +1,7 @@
 //! The audit event, in the flat JSON format of the earlier Python AuditFlow.
 //!
-//! Parsing goes through [`Event::from_value`] rather than plain serde so that
+//! Parsing goes through [`Event::from_slice`] (or [`EventSeed`], or
+//! [`Event::from_value`]) rather than plain serde so that
 //! a rejected event gets a reason a person can act on ("field `severity`: must
 //! be one of INFO, WARNING, ERROR, CRITICAL"), and so that fields we do not
 //! know are kept rather than dropped.
@@ -11,6 +12,12 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::time::{parse_timestamp, serde_ts};
+
+mod parse;
+
+pub use parse::EventSeed;
+use parse::{Fields, Raw};
+use serde::de::DeserializeSeed as _;
 
 /// Longest accepted value of a top-level string field, in bytes.
 pub const MAX_FIELD_LEN: usize = 1024;
@@ -124,90 +131,29 @@ pub struct ParsedEvent {
     pub id_assigned: bool,
 }
 
-const REQUIRED_STRINGS: [&str; 5] = [
-    "source_service",
-    "server_hostname",
-    "event_type",
-    "user_id",
-    "action_result",
-];
-
 impl Event {
     /// Validates a JSON value as an event. Missing `event_id` is assigned a UUIDv7.
     pub fn from_value(value: Value) -> Result<ParsedEvent, EventError> {
         let Value::Object(mut obj) = value else {
             return Err(EventError::new("$", "an event must be a JSON object"));
         };
-        let (event_id, id_assigned) = match obj.remove("event_id") {
-            None | Some(Value::Null) => (Uuid::now_v7(), true),
-            Some(Value::String(s)) => (
-                Uuid::try_parse(s.trim()).map_err(|_| {
-                    EventError::new("event_id", format!("'{}' is not a UUID", truncate(&s)))
-                })?,
-                false,
-            ),
-            Some(_) => return Err(EventError::new("event_id", "must be a UUID string")),
-        };
-        let timestamp = match obj.remove("timestamp") {
-            Some(Value::String(s)) => {
-                parse_timestamp(&s).map_err(|e| EventError::new("timestamp", e.to_string()))?
-            }
-            None | Some(Value::Null) => return Err(EventError::new("timestamp", "is required")),
-            Some(_) => return Err(EventError::new("timestamp", "must be an RFC 3339 string")),
-        };
-        let severity = match obj.remove("severity") {
-            Some(Value::String(s)) => Severity::parse(&s).ok_or_else(|| {
-                EventError::new(
-                    "severity",
-                    format!(
-                        "'{}' is not one of INFO, WARNING, ERROR, CRITICAL",
-                        truncate(&s)
-                    ),
-                )
-            })?,
-            None | Some(Value::Null) => return Err(EventError::new("severity", "is required")),
-            Some(_) => return Err(EventError::new("severity", "must be a string")),
-        };
-        let mut strings: [String; 5] = Default::default();
-        for (slot, field) in strings.iter_mut().zip(REQUIRED_STRINGS) {
-            *slot = take_string(&mut obj, field)?
-                .ok_or_else(|| EventError::new(field, "is required"))?;
-            if slot.is_empty() {
-                return Err(EventError::new(field, "must not be empty"));
+        let mut fields = Fields::default();
+        for name in KNOWN_FIELDS {
+            if let (Some(value), Some(slot)) = (obj.shift_remove(name), fields.slot(name)) {
+                *slot = Some(Raw::from(value));
             }
         }
-        let [source_service, server_hostname, event_type, user_id, action_result] = strings;
-        let details = match obj.remove("details") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(map)) => map,
-            Some(_) => return Err(EventError::new("details", "must be a JSON object")),
-        };
-        let resource = take_string(&mut obj, "resource")?;
-        let client_ip = take_string(&mut obj, "client_ip")?;
-        Ok(ParsedEvent {
-            event: Event {
-                event_id,
-                timestamp,
-                source_service,
-                server_hostname,
-                event_type,
-                severity,
-                user_id,
-                action_result,
-                details,
-                resource,
-                client_ip,
-                extra: obj,
-            },
-            id_assigned,
-        })
+        fields.validate(obj)
     }
 
-    /// Parses and validates JSON bytes as one event.
+    /// Parses and validates JSON bytes as one event, without building a
+    /// `Value` for the whole object (see [`EventSeed`]).
     pub fn from_slice(bytes: &[u8]) -> Result<ParsedEvent, EventError> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| EventError::new("$", format!("invalid JSON: {e}")))?;
-        Event::from_value(value)
+        let invalid = |e: serde_json::Error| EventError::new("$", format!("invalid JSON: {e}"));
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let parsed = EventSeed.deserialize(&mut de).map_err(invalid)?;
+        de.end().map_err(invalid)?;
+        parsed
     }
 
     /// Looks up a field by dotted path: top-level names (`user_id`, `severity`,
@@ -272,14 +218,107 @@ impl Event {
     }
 }
 
-fn take_string(obj: &mut Map<String, Value>, field: &str) -> Result<Option<String>, EventError> {
-    match obj.remove(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() > MAX_FIELD_LEN => Err(EventError::new(
+/// Top-level fields with a meaning of their own; every other one is kept in
+/// [`Event::extra`].
+const KNOWN_FIELDS: [&str; 11] = [
+    "event_id",
+    "timestamp",
+    "severity",
+    "source_service",
+    "server_hostname",
+    "event_type",
+    "user_id",
+    "action_result",
+    "details",
+    "resource",
+    "client_ip",
+];
+
+impl Fields {
+    /// Checks the fields, in a fixed order so that the first problem
+    /// reported does not depend on the order of the input.
+    fn validate(self, extra: Map<String, Value>) -> Result<ParsedEvent, EventError> {
+        let (event_id, id_assigned) = match self.event_id {
+            None | Some(Raw::Null) => (Uuid::now_v7(), true),
+            Some(Raw::Str(s)) => (
+                Uuid::try_parse(s.trim()).map_err(|_| {
+                    EventError::new("event_id", format!("'{}' is not a UUID", truncate(&s)))
+                })?,
+                false,
+            ),
+            Some(_) => return Err(EventError::new("event_id", "must be a UUID string")),
+        };
+        let timestamp = match self.timestamp {
+            Some(Raw::Str(s)) => {
+                parse_timestamp(&s).map_err(|e| EventError::new("timestamp", e.to_string()))?
+            }
+            None | Some(Raw::Null) => return Err(EventError::new("timestamp", "is required")),
+            Some(_) => return Err(EventError::new("timestamp", "must be an RFC 3339 string")),
+        };
+        let severity = match self.severity {
+            Some(Raw::Str(s)) => Severity::parse(&s).ok_or_else(|| {
+                EventError::new(
+                    "severity",
+                    format!(
+                        "'{}' is not one of INFO, WARNING, ERROR, CRITICAL",
+                        truncate(&s)
+                    ),
+                )
+            })?,
+            None | Some(Raw::Null) => return Err(EventError::new("severity", "is required")),
+            Some(_) => return Err(EventError::new("severity", "must be a string")),
+        };
+        let required = [
+            (self.source_service, "source_service"),
+            (self.server_hostname, "server_hostname"),
+            (self.event_type, "event_type"),
+            (self.user_id, "user_id"),
+            (self.action_result, "action_result"),
+        ];
+        let mut strings: [String; 5] = Default::default();
+        for (slot, (raw, field)) in strings.iter_mut().zip(required) {
+            *slot =
+                take_string(raw, field)?.ok_or_else(|| EventError::new(field, "is required"))?;
+            if slot.is_empty() {
+                return Err(EventError::new(field, "must not be empty"));
+            }
+        }
+        let [source_service, server_hostname, event_type, user_id, action_result] = strings;
+        let details = match self.details {
+            None | Some(Raw::Null) => Map::new(),
+            Some(Raw::Object(map)) => map,
+            Some(_) => return Err(EventError::new("details", "must be a JSON object")),
+        };
+        let resource = take_string(self.resource, "resource")?;
+        let client_ip = take_string(self.client_ip, "client_ip")?;
+        Ok(ParsedEvent {
+            event: Event {
+                event_id,
+                timestamp,
+                source_service,
+                server_hostname,
+                event_type,
+                severity,
+                user_id,
+                action_result,
+                details,
+                resource,
+                client_ip,
+                extra,
+            },
+            id_assigned,
+        })
+    }
+}
+
+fn take_string(raw: Option<Raw>, field: &str) -> Result<Option<String>, EventError> {
+    match raw {
+        None | Some(Raw::Null) => Ok(None),
+        Some(Raw::Str(s)) if s.len() > MAX_FIELD_LEN => Err(EventError::new(
             field,
             format!("is {} bytes long; the limit is {MAX_FIELD_LEN}", s.len()),
         )),
-        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Raw::Str(s)) => Ok(Some(s)),
         Some(_) => Err(EventError::new(field, "must be a string")),
     }
 }
@@ -353,6 +392,87 @@ mod tests {
         assert_eq!(Event::from_value(missing).unwrap_err().field, "event_type");
         assert_eq!(Event::from_value(json!([1])).unwrap_err().field, "$");
         assert_eq!(Event::from_slice(b"{oops").unwrap_err().field, "$");
+    }
+
+    /// Parses `value` both ways; they must agree exactly (ids assigned
+    /// here are random, so only compare events that carry one).
+    fn both_ways(value: &Value) -> Result<ParsedEvent, EventError> {
+        let from_value = Event::from_value(value.clone());
+        let from_slice = Event::from_slice(&serde_json::to_vec(value).unwrap());
+        match (&from_value, &from_slice) {
+            (Ok(a), Ok(b)) if a.id_assigned => assert_eq!(
+                (&a.event.user_id, &a.event.extra, &a.event.details),
+                (&b.event.user_id, &b.event.extra, &b.event.details)
+            ),
+            _ => assert_eq!(from_value, from_slice, "for {value}"),
+        }
+        from_slice
+    }
+
+    #[test]
+    fn parsing_from_text_and_from_a_value_agree() {
+        let mut cases = vec![
+            login_failure(),
+            json!(null),
+            json!("text"),
+            json!([{}]),
+            json!({}),
+        ];
+        for (field, bad) in [
+            ("event_id", json!("not-a-uuid")),
+            ("event_id", json!(7)),
+            ("event_id", json!(null)),
+            ("timestamp", json!("soon")),
+            ("timestamp", json!({"at": 1})),
+            ("severity", json!("LOUD")),
+            ("severity", json!(["INFO"])),
+            ("user_id", json!(42)),
+            ("user_id", json!("")),
+            ("user_id", json!("u".repeat(MAX_FIELD_LEN + 1))),
+            ("details", json!("text")),
+            ("details", json!(null)),
+            ("resource", json!(true)),
+            ("client_ip", json!("10.0.0.9")),
+            ("custom", json!({"nested": [1, 2, {"x": null}]})),
+            ("custom_\u{e9}", json!("v")),
+        ] {
+            let mut value = login_failure();
+            value[field] = bad;
+            cases.push(value);
+        }
+        // Two problems at once: the same one wins both ways.
+        let mut two = login_failure();
+        two["severity"] = json!(1);
+        two["event_id"] = json!("x");
+        cases.push(two);
+        let mut missing = login_failure();
+        missing.as_object_mut().unwrap().remove("event_id");
+        missing.as_object_mut().unwrap().remove("source_service");
+        cases.push(missing);
+        for case in &cases {
+            both_ways(case).ok();
+        }
+        let mut unknown = login_failure();
+        unknown["z_first"] = json!(1);
+        unknown["a_second"] = json!(2);
+        let parsed = both_ways(&unknown).unwrap();
+        let keys: Vec<&str> = parsed.event.extra.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["z_first", "a_second"],
+            "unknown fields keep their order"
+        );
+    }
+
+    #[test]
+    fn text_parsing_keeps_the_last_of_a_repeated_field_and_refuses_trailing_text() {
+        let text = br#"{"event_id":"0e9c7f9f-5b1d-4d0e-9a51-2f1f9d6f4c11","timestamp":"2026-11-22T21:46:30Z",
+            "source_service":"s","server_hostname":"h","event_type":"user_login","severity":"INFO",
+            "user_id":"first","user_id":"second","action_result":"SUCCESS"}"#;
+        assert_eq!(Event::from_slice(text).unwrap().event.user_id, "second");
+        let mut trailing = text.to_vec();
+        trailing.extend_from_slice(b" {}");
+        assert_eq!(Event::from_slice(&trailing).unwrap_err().field, "$");
     }
 
     #[test]

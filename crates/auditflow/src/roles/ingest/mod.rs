@@ -23,7 +23,6 @@ use uuid::Uuid;
 use auditflow_core::broker::{
     BrokerError, Headers, Message, HEADER_CORRELATION_ID, HEADER_INGESTED_AT,
 };
-use auditflow_core::event::Event;
 use auditflow_core::time::format_timestamp;
 
 use crate::context::Context;
@@ -152,7 +151,7 @@ pub async fn post_events(
     // Each item becomes its wire message (or its reason) as soon as it is
     // parsed; see `items` for why.
     let count = for_each_item(&body, limit, |item| {
-        match item.and_then(Event::from_value) {
+        match item {
             Ok(parsed) => {
                 let event = parsed.event;
                 if parsed.id_assigned {
