@@ -228,7 +228,13 @@ def main():
     parser.add_argument("--distributed", action="store_true",
                         help="separate processes on the local RabbitMQ, PostgreSQL and Redis")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--binary", help="benchmark this auditflow binary (implies --no-build), "
+                        "e.g. a copy of an earlier build for an A/B comparison")
     args = parser.parse_args()
+    if args.binary:
+        global BINARY
+        BINARY = os.path.abspath(args.binary)
+        args.no_build = True
     if args.latency_rate is None:
         args.latency_rate = 1000 if args.distributed else 2000
     if not args.no_build:

@@ -78,9 +78,12 @@ impl EmbeddedBroker {
             source,
         })?;
         let reads = ReadPool::open(&path, opts, opts.read_pool_size.min(2))?;
+        let checkpointer =
+            crate::checkpoint::Checkpointer::attach(&mut conn, &path, opts, "ckpt-broker")?;
         let writer = Writer::spawn(
             "auditflow-broker-writer",
             conn,
+            checkpointer,
             opts.max_group_commit,
             FAILPOINTS,
         )

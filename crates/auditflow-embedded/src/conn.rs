@@ -50,12 +50,35 @@ pub(crate) fn open_writer(
         "PRAGMA synchronous={sync};
          PRAGMA cache_size=-{cache_kib};
          PRAGMA temp_store=MEMORY;
-         PRAGMA foreign_keys=OFF;
-         PRAGMA wal_autocheckpoint=4000;",
+         PRAGMA foreign_keys=OFF;",
         sync = opts.synchronous.pragma(),
     ))
     .map_err(sqlite_err(path, "cannot configure database"))?;
     conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Opens the connection a [`crate::checkpoint::Checkpointer`] copies WAL
+/// frames into the database file with: read-write (a checkpoint writes the
+/// database file) but it never starts a transaction, with the writer's
+/// `synchronous` (so a checkpoint fsyncs as the writer would) and a small
+/// page cache (a checkpoint does not read through it).
+pub(crate) fn open_checkpointer(
+    path: &Path,
+    opts: &EmbeddedOptions,
+) -> Result<Connection, EmbeddedError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_err(path, "cannot open database for checkpoints"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sqlite_err(path, "cannot set busy timeout"))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync}; PRAGMA cache_size=-256;",
+        sync = opts.synchronous.pragma(),
+    ))
+    .map_err(sqlite_err(path, "cannot configure checkpointer"))?;
     Ok(conn)
 }
 

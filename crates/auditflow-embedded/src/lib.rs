@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod broker;
+mod checkpoint;
 mod conn;
 mod deliveries;
 mod embedded;

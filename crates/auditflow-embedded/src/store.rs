@@ -200,9 +200,12 @@ impl SqliteStore {
         let mut conn = crate::conn::open_writer(&path, opts)?;
         crate::schema::migrate(&mut conn, &path, crate::schema::STORE)?;
         let reads = ReadPool::open(&path, opts, opts.read_pool_size)?;
+        let checkpointer =
+            crate::checkpoint::Checkpointer::attach(&mut conn, &path, opts, "ckpt-store")?;
         let writer = Writer::spawn(
             "auditflow-store-writer",
             conn,
+            checkpointer,
             opts.max_group_commit,
             FAILPOINTS,
         )

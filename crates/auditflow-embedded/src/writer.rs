@@ -18,6 +18,7 @@ use std::thread::{self, JoinHandle, ThreadId};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use crate::checkpoint::Checkpointer;
 use crate::error::{Context, DbError};
 use crate::failpoint;
 
@@ -87,6 +88,9 @@ pub(crate) struct Writer {
     sender: Option<mpsc::Sender<Box<dyn WriteJob>>>,
     thread: Option<JoinHandle<()>>,
     thread_id: ThreadId,
+    /// Checkpoints the WAL the thread writes; stops once the thread closed
+    /// its connection.
+    checkpointer: Checkpointer,
 }
 
 impl std::fmt::Debug for Writer {
@@ -98,10 +102,12 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread `name` owning `conn`.
+    /// Starts the writer thread `name` owning `conn`, whose WAL
+    /// `checkpointer` (attached to `conn`) keeps short.
     pub(crate) fn spawn(
         name: &str,
         conn: Connection,
+        checkpointer: Checkpointer,
         max_group: usize,
         failpoints: Failpoints,
     ) -> std::io::Result<Writer> {
@@ -115,6 +121,7 @@ impl Writer {
             sender: Some(sender),
             thread: Some(thread),
             thread_id,
+            checkpointer,
         })
     }
 
@@ -187,6 +194,8 @@ impl Drop for Writer {
                 // The thread exits once the channel is drained; a panic in it
                 // has already been reported by the panic hook.
                 let _ = thread.join();
+                // Its connection is closed now, so the checkpointer stops.
+                self.checkpointer.join();
             }
         }
     }

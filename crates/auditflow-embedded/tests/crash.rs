@@ -172,7 +172,12 @@ fn run_child_and_kill(dir: &Path, round: u32, acked: &mut Acked) {
             _ => continue, // libtest's own output
         };
         lines += 1;
-        if !killed && lines >= kill_after {
+        // Only once every kind of write has been acknowledged at least once
+        // this round, so each round checks all three (an early kill could
+        // otherwise come before the first window decision).
+        let each_kind_seen =
+            !acked.published.is_empty() && !acked.stored.is_empty() && !acked.decided.is_empty();
+        if !killed && lines >= kill_after && each_kind_seen {
             child.kill().unwrap(); // SIGKILL
             killed = true;
         }
