@@ -3,9 +3,10 @@
 //! SQLite's automatic checkpoint runs inside the commit that crosses its
 //! threshold, on the committing connection: the writer thread then copies
 //! thousands of pages into the database file and fsyncs it while every
-//! request of its next group waits. Measured on the 2-core dev machine, that
-//! was a quarter of the store writer's CPU and the cause of the p99 latency
-//! after a backlog (a publish stuck behind a 16 MiB checkpoint).
+//! request of its next group waits. Profiled on the 2-core dev machine, that
+//! was about a quarter of the store writer's CPU under load. (Whether it
+//! explains the p99 latency measured after a backlog is not established:
+//! A/B runs were within the machine's noise.)
 //!
 //! Instead, each writer connection gets a WAL hook that, after a commit
 //! leaves at least [`SOFT_LIMIT_PAGES`] frames in the WAL, wakes a
