@@ -11,6 +11,8 @@
 //!   a lost ack only causes a redelivery. Delivery counts are also recorded
 //!   lazily, so a message that crashes its consumer *process* is still
 //!   dead-lettered after the delivery limit (give or take the last delivery).
+//!   They live in a narrow table of their own (`deliveries`), so recording
+//!   one does not rewrite the page that holds the message.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -78,8 +80,13 @@ impl EmbeddedBroker {
             source,
         })?;
         let reads = ReadPool::open(&path, opts, opts.read_pool_size.min(2))?;
-        let checkpointer =
-            crate::checkpoint::Checkpointer::attach(&mut conn, &path, opts, "ckpt-broker")?;
+        let checkpointer = crate::checkpoint::Checkpointer::attach(
+            &mut conn,
+            &path,
+            opts,
+            crate::checkpoint::Limits::from_soft(opts.checkpoint_after_pages),
+            "ckpt-broker",
+        )?;
         let writer = Writer::spawn(
             "auditflow-broker-writer",
             conn,
@@ -107,9 +114,18 @@ impl EmbeddedBroker {
 
 /// Loads every stored message and the dead-letter counts, per queue.
 fn load(conn: &rusqlite::Connection) -> rusqlite::Result<HashMap<String, Arc<Queue>>> {
+    // A count outlives its message only if a write was lost half-way; drop
+    // such rows so the table holds only counts of queued messages.
+    conn.execute(
+        "DELETE FROM deliveries WHERE seq NOT IN (SELECT seq FROM messages)",
+        [],
+    )?;
     let mut queues: HashMap<String, Arc<Queue>> = HashMap::new();
     let mut stmt = conn.prepare(
-        "SELECT seq, queue, message_id, payload, headers, delivery_count FROM messages ORDER BY seq",
+        "SELECT m.seq, m.queue, m.message_id, m.payload, m.headers,
+                max(m.delivery_count, coalesce(d.count, 0))
+         FROM messages m LEFT JOIN deliveries d ON d.seq = m.seq
+         ORDER BY m.seq",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -193,7 +209,9 @@ impl BrokerInner {
         self.writer.submit_lazy(
             move |tx: &Transaction<'_>| {
                 let mut stmt = tx
-                    .prepare_cached("UPDATE messages SET delivery_count = ?2 WHERE seq = ?1")
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO deliveries (seq, count) VALUES (?1, ?2)",
+                    )
                     .ctx("cannot prepare delivery update")?;
                 for (seq, count) in &marks {
                     stmt.execute(params![seq, count])
@@ -215,8 +233,12 @@ impl BrokerInner {
                 let mut stmt = tx
                     .prepare_cached("DELETE FROM messages WHERE seq = ?1")
                     .ctx("cannot prepare ack")?;
+                let mut count = tx
+                    .prepare_cached("DELETE FROM deliveries WHERE seq = ?1")
+                    .ctx("cannot prepare ack")?;
                 for seq in &seqs {
                     stmt.execute([seq]).ctx("cannot delete acked message")?;
+                    count.execute([seq]).ctx("cannot delete delivery count")?;
                 }
                 Ok(())
             },
@@ -251,6 +273,9 @@ impl BrokerInner {
             let mut delete = tx
                 .prepare_cached("DELETE FROM messages WHERE seq = ?1")
                 .ctx("cannot prepare dead-letter delete")?;
+            let mut delete_count = tx
+                .prepare_cached("DELETE FROM deliveries WHERE seq = ?1")
+                .ctx("cannot prepare dead-letter delete")?;
             let now = now_micros();
             for row in &rows {
                 let m = &row.entry.message;
@@ -268,6 +293,9 @@ impl BrokerInner {
                     ])
                     .ctx("cannot insert dead letter")?;
                 delete
+                    .execute([row.entry.seq])
+                    .ctx("cannot delete dead-lettered message")?;
+                delete_count
                     .execute([row.entry.seq])
                     .ctx("cannot delete dead-lettered message")?;
             }

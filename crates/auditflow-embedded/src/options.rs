@@ -46,6 +46,12 @@ pub struct EmbeddedOptions {
     pub cache_size_mib: u32,
     /// Most write requests one group commit applies. Default 4096.
     pub max_group_commit: usize,
+    /// WAL frames (pages of 4 KiB) after which a database's WAL is copied
+    /// into its file in the background; the writer itself checkpoints at
+    /// four times this. Larger means less disk traffic per event (a page
+    /// rewritten by many commits is copied once) but a larger WAL on disk.
+    /// Default 16 384 (64 MiB per database).
+    pub checkpoint_after_pages: u32,
 }
 
 impl Default for EmbeddedOptions {
@@ -57,6 +63,7 @@ impl Default for EmbeddedOptions {
             synchronous: SyncMode::Full,
             cache_size_mib: 64,
             max_group_commit: 4096,
+            checkpoint_after_pages: 16_384,
         }
     }
 }
