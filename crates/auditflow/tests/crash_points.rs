@@ -116,7 +116,7 @@ fn config(dir: &Path) -> Config {
         data_dir: dir.to_path_buf(),
         ..Config::default()
     };
-    config.analyze.batch_size = 8; // many batches, so crashes land mid-stream
+    config.analyze.batch_size = Some(8); // many batches, so crashes land mid-stream
     config.notify.batch_size = 4;
     config.notify.channels = vec![ChannelConfig::File {
         name: "file".into(),

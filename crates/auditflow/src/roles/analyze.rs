@@ -48,7 +48,12 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
         &ctx,
         "broker",
         |e: &auditflow_core::broker::BrokerError| e.is_transient(),
-        || ctx.broker.subscribe(&queue, ctx.config.analyze.prefetch),
+        || {
+            ctx.broker.subscribe(
+                &queue,
+                ctx.config.analyze.prefetch_for(&ctx.config.backends.broker),
+            )
+        },
     )
     .await
     {
@@ -58,13 +63,17 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
             return Err(anyhow::Error::new(e).context(format!("subscribing to {queue}")))
         }
     };
+    let batch_size = ctx
+        .config
+        .analyze
+        .batch_size_for(&ctx.config.backends.broker);
     ctx.health.up("analyze");
     tracing::info!(queue, rules = rules.rules().len(), "analyze started");
     loop {
         let batch = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => break,
-            batch = sub.next_batch(ctx.config.analyze.batch_size) => batch,
+            batch = sub.next_batch(batch_size) => batch,
         };
         match batch {
             Ok(batch) => {
