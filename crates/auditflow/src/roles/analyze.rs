@@ -13,15 +13,25 @@
 //! steps 2-5 with the same outcome. Failpoints mark each boundary so tests can
 //! crash there on purpose.
 //!
-//! One batch at a time, on purpose: storing batch N+1 while batch N is still
-//! being evaluated would put events in the store ahead of their turn, and a
-//! window rebuilt from the store after Redis lost its data would then count
-//! events that, in queue order, come later.
+//! Overlap: while batch N is evaluated, published and acked (steps 3-5),
+//! batch N+1, if it is already there, is parsed and stored (steps 1-2).
+//! Rules still see the batches strictly in order. On the embedded platform
+//! the store writer was idle during steps 3-5; overlapping them measured
+//! about +10% events/s end to end (three alternating runs of 300 000
+//! events: 32.3, 31.0, 34.3k/s without, 35.8, 36.0, 37.8k/s with) for
+//! about 15 MB more peak RSS.
+//!
+//! Not when the window state can be rebuilt from the store (Redis, which
+//! can lose its data): storing batch N+1 before batch N is evaluated would
+//! put events in the store ahead of their turn, and a window rebuilt then
+//! would count events that, in queue order, come later. There, one batch at
+//! a time.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Span;
 use uuid::Uuid;
@@ -69,11 +79,41 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
         .batch_size_for(&ctx.config.backends.broker);
     ctx.health.up("analyze");
     tracing::info!(queue, rules = rules.rules().len(), "analyze started");
+    // With `overlap`, one batch may be in flight: its events are being
+    // stored while the batch before it is evaluated, published and acked.
+    // `finish` runs one batch at a time, in queue order.
+    let overlap = matches!(ctx.config.backends.windows.as_str(), "embedded" | "store");
+    let mut in_flight: Option<Stored> = None;
     loop {
-        let batch = tokio::select! {
-            biased;
-            _ = ctx.shutdown.cancelled() => break,
-            batch = sub.next_batch(batch_size) => batch,
+        let batch = match in_flight.take() {
+            None => tokio::select! {
+                biased;
+                _ = ctx.shutdown.cancelled() => break,
+                batch = sub.next_batch(batch_size) => batch,
+            },
+            // Never wait for a next batch while one is in flight: take one
+            // only if it is there now (`next_batch` is cancel-safe).
+            // Shutdown is noticed here too: under a steady backlog the
+            // loop may never wait in the branch above.
+            Some(stored) if ctx.shutdown.is_cancelled() => {
+                in_flight = Some(stored);
+                break;
+            }
+            Some(stored) => match overlap
+                .then(|| sub.next_batch(batch_size).now_or_never())
+                .flatten()
+            {
+                Some(batch) => {
+                    in_flight = Some(stored);
+                    batch
+                }
+                None => {
+                    if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), stored).await {
+                        return stop(&ctx, stopped);
+                    }
+                    continue;
+                }
+            },
         };
         match batch {
             Ok(batch) => {
@@ -81,14 +121,20 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
                     Ok(prepared) => prepared,
                     Err(stopped) => return stop(&ctx, stopped),
                 };
-                if let Some(prepared) = prepared {
-                    let stored = prepared.store(&ctx);
+                let next = prepared.map(|prepared| prepared.store(&ctx));
+                if let Some(stored) = in_flight.take() {
                     if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), stored).await {
                         return stop(&ctx, stopped);
                     }
                 }
+                in_flight = next;
             }
             Err(e) => {
+                if let Some(stored) = in_flight.take() {
+                    if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), stored).await {
+                        return stop(&ctx, stopped);
+                    }
+                }
                 tracing::warn!(error = %e, "cannot receive events; retrying");
                 ctx.health.set(
                     "broker",
@@ -100,6 +146,13 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
                     _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
                 }
             }
+        }
+    }
+    // Shutdown: the batch in flight is finished and acked, not left to be
+    // redelivered.
+    if let Some(stored) = in_flight.take() {
+        if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), stored).await {
+            return stop(&ctx, stopped);
         }
     }
     tracing::info!("analyze stopped");
