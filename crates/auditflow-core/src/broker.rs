@@ -147,6 +147,17 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A cheap round trip proving the broker works (for readiness).
     async fn check(&self) -> Result<(), BrokerError>;
+
+    /// Waits up to `timeout` until `queue` has room under its bound for `n`
+    /// more messages; false if it still has none. A publisher calls it
+    /// before [`Broker::publish`] to be held back briefly (backpressure)
+    /// instead of being refused with [`BrokerError::Full`] at the first
+    /// full moment. Only a hint: the publish may still find the queue full.
+    /// Brokers that cannot tell cheaply answer true at once (the default).
+    async fn wait_for_room(&self, queue: &str, n: usize, timeout: std::time::Duration) -> bool {
+        let _ = (queue, n, timeout);
+        true
+    }
 }
 
 /// One competing consumer. Dropping it returns its unacked deliveries to the queue.

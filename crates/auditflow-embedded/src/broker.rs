@@ -303,10 +303,9 @@ impl BrokerInner {
         };
         let on_finish = move |done: Option<&()>| {
             if done.is_some() {
-                let mut state = queue.lock();
-                state.dead += count;
+                queue.lock().dead += count;
                 if held {
-                    state.unacked = state.unacked.saturating_sub(count);
+                    queue.release_unacked(count);
                 }
             }
         };
@@ -384,12 +383,32 @@ impl Broker for EmbeddedBroker {
                 q.push_committed(entries, n);
             }
             None => {
-                let mut state = q.lock();
-                state.pending = state.pending.saturating_sub(n);
+                {
+                    let mut state = q.lock();
+                    state.pending = state.pending.saturating_sub(n);
+                }
+                q.room.notify_waiters();
             }
         };
         self.inner.writer.call_then(apply, on_finish).await?;
         Ok(())
+    }
+
+    async fn wait_for_room(&self, queue: &str, n: usize, timeout: std::time::Duration) -> bool {
+        let q = self.inner.queue(queue);
+        let n = n as u64;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Registered before the check, so a release in between is seen.
+            let mut released = std::pin::pin!(q.room.notified());
+            released.as_mut().enable();
+            if q.lock().depth() + n <= self.inner.max_depth {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return false;
+            }
+        }
     }
 
     async fn subscribe(

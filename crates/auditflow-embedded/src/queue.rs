@@ -51,6 +51,9 @@ pub(crate) struct Queue {
     state: Mutex<QueueState>,
     /// Signalled whenever messages become ready.
     pub notify: Notify,
+    /// Signalled whenever the depth shrinks (acks, dead letters, failed
+    /// publishes): publishers waiting for room under the bound look again.
+    pub room: Notify,
 }
 
 impl Queue {
@@ -89,6 +92,16 @@ impl Queue {
             }
         }
         self.notify.notify_waiters();
+    }
+
+    /// Takes `n` messages off the unacked count (acked or dead-lettered)
+    /// and wakes publishers waiting for room.
+    pub fn release_unacked(&self, n: u64) {
+        {
+            let mut state = self.lock();
+            state.unacked = state.unacked.saturating_sub(n);
+        }
+        self.room.notify_waiters();
     }
 
     /// Current sizes.

@@ -147,10 +147,7 @@ impl Subscription for EmbeddedSubscription {
     async fn ack(&mut self, tags: &[u64]) -> Result<(), BrokerError> {
         let (entries, unknown) = self.take_tags(tags);
         if !entries.is_empty() {
-            {
-                let mut state = self.queue.lock();
-                state.unacked = state.unacked.saturating_sub(entries.len() as u64);
-            }
+            self.queue.release_unacked(entries.len() as u64);
             self.broker
                 .delete_acked(entries.iter().map(|e| e.seq).collect())?;
         }

@@ -199,6 +199,45 @@ async fn explicit_dead_letter_list_and_redrive() {
 }
 
 #[tokio::test]
+async fn a_publisher_waiting_for_room_is_let_in_when_a_consumer_acks() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EmbeddedOptions {
+        max_queue_depth: 3,
+        ..fast()
+    };
+    let e = open_with(dir.path(), opts);
+    let b = e.broker();
+    b.publish(Q, (0..3).map(|i| msg(&i.to_string())).collect())
+        .await
+        .unwrap();
+    assert!(!b.wait_for_room(Q, 1, Duration::ZERO).await);
+    // Nobody consumes: the wait ends at its timeout, with no room.
+    assert!(!b.wait_for_room(Q, 2, Duration::from_millis(50)).await);
+
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move { b.wait_for_room(Q, 2, Duration::from_secs(30)).await })
+    };
+    let mut sub = b.subscribe(Q, 10).await.unwrap();
+    let got = next(&mut sub, 2).await;
+    // Delivered but unacked messages still count against the bound.
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    sub.ack(&got.iter().map(|d| d.tag).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the ack woke the waiting publisher")
+            .unwrap(),
+        "two acked, so two fit"
+    );
+    b.publish(Q, vec![msg("x"), msg("y")]).await.unwrap();
+}
+
+#[tokio::test]
 async fn publish_over_the_bound_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let opts = EmbeddedOptions {

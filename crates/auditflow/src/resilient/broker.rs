@@ -90,4 +90,9 @@ impl Broker for ResilientBroker {
     async fn check(&self) -> Result<(), BrokerError> {
         self.run(|| self.inner.check()).await
     }
+
+    // A local wait on the broker's own counters: no call to protect.
+    async fn wait_for_room(&self, queue: &str, n: usize, timeout: std::time::Duration) -> bool {
+        self.inner.wait_for_room(queue, n, timeout).await
+    }
 }

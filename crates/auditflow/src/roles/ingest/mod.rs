@@ -227,6 +227,11 @@ pub async fn post_events(
     for span in &spans {
         crate::traces::spans::set(span, "auditflow.request.events", published as i64);
     }
+    // Held back (not refused) while the queue is full for a moment; if it
+    // stays full, the publish below is refused and the client gets 429.
+    ctx.broker
+        .wait_for_room(queue, messages.len(), ctx.config.http.queue_full_wait)
+        .await;
     let result = ctx.broker.publish(queue, messages).await;
     if let Err(e) = &result {
         fail_all(&spans, &e.to_string());
