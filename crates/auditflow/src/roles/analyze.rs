@@ -99,7 +99,10 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
                 in_flight = Some(stored);
                 break;
             }
-            Some(stored) => match overlap
+            // Only behind a backlog (a full batch): at a light load there is
+            // no throughput to win, and the next batch's store commit would
+            // sit in the store writer's queue ahead of this batch's alerts.
+            Some(stored) => match (overlap && stored.prepared.full)
                 .then(|| sub.next_batch(batch_size).now_or_never())
                 .flatten()
             {
@@ -117,7 +120,7 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
         };
         match batch {
             Ok(batch) => {
-                let prepared = match prepare(&ctx, sub.as_mut(), batch).await {
+                let prepared = match prepare(&ctx, sub.as_mut(), batch, batch_size).await {
                     Ok(prepared) => prepared,
                     Err(stopped) => return stop(&ctx, stopped),
                 };
@@ -182,6 +185,8 @@ struct Prepared {
     /// end when the batch is acked.
     spans: Vec<Span>,
     started: Instant,
+    /// The batch had as many deliveries as asked for: there is a backlog.
+    full: bool,
 }
 
 /// A batch whose events are being stored. Dropping it (the role stopping
@@ -197,8 +202,10 @@ async fn prepare(
     ctx: &Context,
     sub: &mut dyn Subscription,
     batch: Vec<Delivery>,
+    batch_size: usize,
 ) -> Result<Option<Prepared>, Stopped<anyhow::Error>> {
     let started = Instant::now();
+    let full = batch.len() >= batch_size;
     let mut events = Vec::with_capacity(batch.len());
     let mut tags = Vec::with_capacity(batch.len());
     let mut headers = Vec::with_capacity(batch.len());
@@ -272,6 +279,7 @@ async fn prepare(
         headers,
         spans,
         started,
+        full,
     }))
 }
 
@@ -318,6 +326,7 @@ async fn finish(
         headers,
         spans,
         started,
+        full: _,
     } = stored.prepared;
     fail::fail_point!("analyze::after_store");
 
