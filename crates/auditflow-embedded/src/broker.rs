@@ -80,13 +80,8 @@ impl EmbeddedBroker {
             source,
         })?;
         let reads = ReadPool::open(&path, opts, opts.read_pool_size.min(2))?;
-        let checkpointer = crate::checkpoint::Checkpointer::attach(
-            &mut conn,
-            &path,
-            opts,
-            crate::checkpoint::Limits::from_soft(opts.checkpoint_after_pages),
-            "ckpt-broker",
-        )?;
+        let checkpointer =
+            crate::checkpoint::Checkpointer::attach(&mut conn, &path, opts, "ckpt-broker")?;
         let writer = Writer::spawn(
             "auditflow-broker-writer",
             conn,
@@ -179,6 +174,25 @@ fn validate_queue(queue: &str) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// Deletes the messages `seqs` and their delivery counts.
+fn delete_messages(
+    tx: &Transaction<'_>,
+    seqs: impl Iterator<Item = i64>,
+    context: &'static str,
+) -> Result<(), DbError> {
+    let mut message = tx
+        .prepare_cached("DELETE FROM messages WHERE seq = ?1")
+        .ctx("cannot prepare message delete")?;
+    let mut count = tx
+        .prepare_cached("DELETE FROM deliveries WHERE seq = ?1")
+        .ctx("cannot prepare delivery-count delete")?;
+    for seq in seqs {
+        message.execute([seq]).ctx(context)?;
+        count.execute([seq]).ctx(context)?;
+    }
+    Ok(())
+}
+
 /// A message given up on, to be moved to `dead_letters`.
 pub(crate) struct DeadLetterRow {
     pub queue: String,
@@ -230,17 +244,7 @@ impl BrokerInner {
         }
         self.writer.submit_lazy(
             move |tx: &Transaction<'_>| {
-                let mut stmt = tx
-                    .prepare_cached("DELETE FROM messages WHERE seq = ?1")
-                    .ctx("cannot prepare ack")?;
-                let mut count = tx
-                    .prepare_cached("DELETE FROM deliveries WHERE seq = ?1")
-                    .ctx("cannot prepare ack")?;
-                for seq in &seqs {
-                    stmt.execute([seq]).ctx("cannot delete acked message")?;
-                    count.execute([seq]).ctx("cannot delete delivery count")?;
-                }
-                Ok(())
+                delete_messages(tx, seqs.iter().copied(), "cannot delete acked message")
             },
             |_| {},
         )
@@ -270,12 +274,6 @@ impl BrokerInner {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .ctx("cannot prepare dead-letter insert")?;
-            let mut delete = tx
-                .prepare_cached("DELETE FROM messages WHERE seq = ?1")
-                .ctx("cannot prepare dead-letter delete")?;
-            let mut delete_count = tx
-                .prepare_cached("DELETE FROM deliveries WHERE seq = ?1")
-                .ctx("cannot prepare dead-letter delete")?;
             let now = now_micros();
             for row in &rows {
                 let m = &row.entry.message;
@@ -292,14 +290,12 @@ impl BrokerInner {
                         now
                     ])
                     .ctx("cannot insert dead letter")?;
-                delete
-                    .execute([row.entry.seq])
-                    .ctx("cannot delete dead-lettered message")?;
-                delete_count
-                    .execute([row.entry.seq])
-                    .ctx("cannot delete dead-lettered message")?;
             }
-            Ok(())
+            delete_messages(
+                tx,
+                rows.iter().map(|row| row.entry.seq),
+                "cannot delete dead-lettered message",
+            )
         };
         let on_finish = move |done: Option<&()>| {
             if done.is_some() {
@@ -382,13 +378,7 @@ impl Broker for EmbeddedBroker {
                     .collect();
                 q.push_committed(entries, n);
             }
-            None => {
-                {
-                    let mut state = q.lock();
-                    state.pending = state.pending.saturating_sub(n);
-                }
-                q.room.notify_waiters();
-            }
+            None => q.release_pending(n),
         };
         self.inner.writer.call_then(apply, on_finish).await?;
         Ok(())

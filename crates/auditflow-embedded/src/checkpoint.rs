@@ -31,8 +31,8 @@
 //! longer interval copies far fewer pages per event. Measured with the
 //! threads' write counters (`/proc/PID/task/*/io`) over runs of 150 000
 //! events, checkpoint writes fell from about 2.5 KB to 1.7 KB per event
-//! going from 4 MiB to 32 MiB. The price is disk
-//! space for the WAL and a longer WAL scan when the file is opened.
+//! going from 4 MiB to 32 MiB. The price is disk space for the WAL and a
+//! longer WAL scan when the file is opened.
 //!
 //! Safety valve: should the WAL still reach [`Limits::hard`] (the
 //! checkpointer cannot keep up, or long-lived readers pin old frames), the
@@ -130,9 +130,19 @@ impl Checkpointer {
     /// Installs the WAL hook on `writer`, the writer connection of the
     /// database file at `path` (replacing SQLite's autocheckpoint), and
     /// starts thread `name` checkpointing through a connection of its own,
-    /// at `limits` (usually [`Limits::from_soft`] of the options'
-    /// `checkpoint_after_pages`).
+    /// at the limits of `opts.checkpoint_after_pages`.
     pub(crate) fn attach(
+        writer: &mut Connection,
+        path: &Path,
+        opts: &EmbeddedOptions,
+        name: &str,
+    ) -> Result<Checkpointer, EmbeddedError> {
+        let limits = Limits::from_soft(opts.checkpoint_after_pages);
+        Self::attach_with(writer, path, opts, limits, name)
+    }
+
+    /// [`Checkpointer::attach`] at explicit `limits`.
+    fn attach_with(
         writer: &mut Connection,
         path: &Path,
         opts: &EmbeddedOptions,
@@ -315,7 +325,7 @@ mod tests {
             ..L
         };
         let mut checkpointer =
-            Checkpointer::attach(&mut writer, &path, &opts, no_inline, "test-ckpt").unwrap();
+            Checkpointer::attach_with(&mut writer, &path, &opts, no_inline, "test-ckpt").unwrap();
         let blob = vec![7u8; 3000];
         // Each commit adds about two frames: without the checkpointer the
         // WAL would end near 20 000 frames.

@@ -104,6 +104,16 @@ impl Queue {
         self.room.notify_waiters();
     }
 
+    /// Takes `n` messages of a failed publish off the pending count and
+    /// wakes publishers waiting for room.
+    pub fn release_pending(&self, n: u64) {
+        {
+            let mut state = self.lock();
+            state.pending = state.pending.saturating_sub(n);
+        }
+        self.room.notify_waiters();
+    }
+
     /// Current sizes.
     pub fn stats(&self) -> QueueStats {
         let state = self.lock();

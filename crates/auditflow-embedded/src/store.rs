@@ -200,13 +200,8 @@ impl SqliteStore {
         let mut conn = crate::conn::open_writer(&path, opts)?;
         crate::schema::migrate(&mut conn, &path, crate::schema::STORE)?;
         let reads = ReadPool::open(&path, opts, opts.read_pool_size)?;
-        let checkpointer = crate::checkpoint::Checkpointer::attach(
-            &mut conn,
-            &path,
-            opts,
-            crate::checkpoint::Limits::from_soft(opts.checkpoint_after_pages),
-            "ckpt-store",
-        )?;
+        let checkpointer =
+            crate::checkpoint::Checkpointer::attach(&mut conn, &path, opts, "ckpt-store")?;
         let writer = Writer::spawn(
             "auditflow-store-writer",
             conn,

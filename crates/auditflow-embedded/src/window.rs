@@ -65,13 +65,8 @@ impl SqliteWindowState {
         let mut conn = crate::conn::open_writer(&path, opts)?;
         crate::schema::migrate(&mut conn, &path, crate::schema::WINDOW)?;
         let reads = ReadPool::open(&path, opts, 1)?;
-        let checkpointer = crate::checkpoint::Checkpointer::attach(
-            &mut conn,
-            &path,
-            opts,
-            crate::checkpoint::Limits::from_soft(opts.checkpoint_after_pages),
-            "ckpt-window",
-        )?;
+        let checkpointer =
+            crate::checkpoint::Checkpointer::attach(&mut conn, &path, opts, "ckpt-window")?;
         let writer = Writer::spawn(
             "auditflow-window-writer",
             conn,

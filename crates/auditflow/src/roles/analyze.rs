@@ -79,6 +79,22 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
         .batch_size_for(&ctx.config.backends.broker);
     ctx.health.up("analyze");
     tracing::info!(queue, rules = rules.rules().len(), "analyze started");
+    match consume(&ctx, &rules, sub.as_mut(), batch_size).await {
+        Ok(()) => {
+            tracing::info!("analyze stopped");
+            Ok(())
+        }
+        Err(stopped) => stop(&ctx, stopped),
+    }
+}
+
+/// The analyze loop proper, until shutdown (`Ok`) or a stop.
+async fn consume(
+    ctx: &Context,
+    rules: &RuleSet,
+    sub: &mut dyn Subscription,
+    batch_size: usize,
+) -> Result<(), Stopped<anyhow::Error>> {
     // With `overlap`, one batch may be in flight: its events are being
     // stored while the batch before it is evaluated, published and acked.
     // `finish` runs one batch at a time, in queue order.
@@ -111,32 +127,24 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
                     batch
                 }
                 None => {
-                    if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), stored).await {
-                        return stop(&ctx, stopped);
-                    }
+                    finish(ctx, rules, sub, stored).await?;
                     continue;
                 }
             },
         };
         match batch {
             Ok(batch) => {
-                let prepared = match prepare(&ctx, sub.as_mut(), batch, batch_size).await {
-                    Ok(prepared) => prepared,
-                    Err(stopped) => return stop(&ctx, stopped),
-                };
-                let next = prepared.map(|prepared| prepared.store(&ctx));
+                let next = prepare(ctx, sub, batch, batch_size)
+                    .await?
+                    .map(|prepared| prepared.store(ctx));
                 if let Some(stored) = in_flight.take() {
-                    if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), stored).await {
-                        return stop(&ctx, stopped);
-                    }
+                    finish(ctx, rules, sub, stored).await?;
                 }
                 in_flight = next;
             }
             Err(e) => {
                 if let Some(stored) = in_flight.take() {
-                    if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), stored).await {
-                        return stop(&ctx, stopped);
-                    }
+                    finish(ctx, rules, sub, stored).await?;
                 }
                 tracing::warn!(error = %e, "cannot receive events; retrying");
                 ctx.health.set(
@@ -154,11 +162,8 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
     // Shutdown: the batch in flight is finished and acked, not left to be
     // redelivered.
     if let Some(stored) = in_flight.take() {
-        if let Err(stopped) = finish(&ctx, &rules, sub.as_mut(), stored).await {
-            return stop(&ctx, stopped);
-        }
+        finish(ctx, rules, sub, stored).await?;
     }
-    tracing::info!("analyze stopped");
     Ok(())
 }
 
