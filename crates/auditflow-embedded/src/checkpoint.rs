@@ -15,13 +15,21 @@
 //! (SQLite's WAL allows one checkpointer beside one writer).
 //!
 //! SQLite starts the WAL over only when a write transaction begins with
-//! every frame copied, which a checkpointer racing a busy writer never
-//! achieves: the writer always appended a few frames meanwhile. So the
-//! hand-off ends on the writer: at its first commit after the background
-//! checkpoint, if at most [`TAIL_PAGES`] frames are left uncopied, the
-//! writer copies those few itself; its next transaction then restarts the
-//! WAL. If more are left (the writer outpaced the checkpointer), the
-//! checkpointer goes again.
+//! every frame copied. The writer appends frames while the checkpointer
+//! copies, so one pass always leaves a few behind; the thread therefore
+//! makes up to [`MAX_PASSES`] passes, each copying what the writer appended
+//! during the one before. Between a light load's commits it catches up, and
+//! the writer's next transaction restarts the WAL without having copied a
+//! page itself. That matters for latency: copying even a short tail on the
+//! writer thread (random page writes, then an fsync of the database file)
+//! stalled the store writer for about 25 ms every 1.4 s at 2,000 events/s,
+//! which was most of the ingest-to-alert p99.
+//!
+//! Behind a busy writer the passes may never catch up, so the hand-off ends
+//! on the writer: at its first commit after the background checkpoint, if
+//! at most [`Limits::tail`] frames are left uncopied, the writer copies
+//! those few itself; its next transaction then restarts the WAL. If more are
+//! left (the writer outpaced the checkpointer), the checkpointer goes again.
 //!
 //! Why the soft limit is large (64 MiB by default, not SQLite's 4 MiB): on
 //! the dev machine the embedded platform is bound by disk bandwidth, and a
@@ -80,6 +88,15 @@ impl Limits {
     }
 }
 
+/// Most checkpoint passes the thread makes per wake-up (see the module
+/// documentation). Each pass after the first copies only what the writer
+/// appended during the previous one, so a few are enough at a light load.
+const MAX_PASSES: usize = 8;
+
+/// A pass that copied at most this many new frames was short, so the writer
+/// appended about as few meanwhile: what it copies itself stays small.
+const SETTLED_FRAMES: i32 = 32;
+
 /// The background checkpoint's progress, shared by the hook and the thread.
 /// Encoded in one atomic: [`IDLE`], [`RUNNING`], or (>= 0) "done, this many
 /// frames copied".
@@ -107,6 +124,9 @@ pub(crate) fn hook_action(limits: Limits, pages: i32, progress: i32) -> (HookAct
     }
     match progress {
         RUNNING => (HookAction::Nothing, RUNNING),
+        // Fewer frames than were copied: the thread copied them all and
+        // this commit's transaction started the WAL over.
+        copied if copied >= 0 && pages < copied => (HookAction::Nothing, IDLE),
         copied if copied >= 0 && pages - copied <= limits.tail => (HookAction::Inline, IDLE),
         copied if copied >= 0 => (HookAction::Wake, RUNNING),
         _ if pages >= limits.soft => (HookAction::Wake, RUNNING),
@@ -226,15 +246,33 @@ fn checkpoint_inline(wal: &mut Wal) {
 
 fn run(conn: Connection, woken: Receiver<()>, progress: Arc<AtomicI32>) {
     while woken.recv().is_ok() {
+        progress.store(checkpoint_passes(&conn), Ordering::Release);
+    }
+}
+
+/// Checkpoints in passes until one copies at most [`SETTLED_FRAMES`]
+/// frames the pass before had not (the writer appended hardly anything
+/// meanwhile), or [`MAX_PASSES`] are made, or a pass cannot copy every frame
+/// (a reader still needs some); returns how many frames the last pass found
+/// copied.
+fn checkpoint_passes(conn: &Connection) -> i32 {
+    let mut copied = 0;
+    for _ in 0..MAX_PASSES {
         // PASSIVE: copy what no reader still needs, never wait for anyone.
         // On failure nothing was copied for sure; the frames stay in the
         // WAL and the hook wakes us again.
-        let copied = match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
-            Ok((_, copied)) => copied.max(0),
-            Err(_) => 0,
-        };
-        progress.store(copied, Ordering::Release);
+        match conn.wal_checkpoint_v2(None::<&str>, CheckpointMode::PASSIVE) {
+            Ok((frames, done)) => {
+                let fresh = done.max(0) - copied;
+                copied = done.max(0);
+                if fresh <= SETTLED_FRAMES || done < frames {
+                    break;
+                }
+            }
+            Err(_) => return 0,
+        }
     }
+    copied
 }
 
 #[cfg(test)]
@@ -276,6 +314,15 @@ mod tests {
         );
         // A failed checkpoint reports 0 copied: woken again.
         assert_eq!(hook_action(L, 2000, 0), (HookAction::Wake, RUNNING));
+    }
+
+    #[test]
+    fn a_wal_the_thread_copied_whole_and_the_writer_restarted_needs_nothing() {
+        // 1100 frames copied, and this commit's WAL holds only 3: it started
+        // over, so there is no tail to copy.
+        assert_eq!(hook_action(L, 3, 1100), (HookAction::Nothing, IDLE));
+        assert_eq!(hook_action(L, 1099, 1100), (HookAction::Nothing, IDLE));
+        assert_eq!(hook_action(L, 1100, 1100), (HookAction::Inline, IDLE));
     }
 
     #[test]

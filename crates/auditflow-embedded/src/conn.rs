@@ -55,7 +55,29 @@ pub(crate) fn open_writer(
     ))
     .map_err(sqlite_err(path, "cannot configure database"))?;
     conn.set_prepared_statement_cache_capacity(64);
+    set_chunk_size(&conn, path)?;
     Ok(conn)
+}
+
+/// Steps in which SQLite grows (and truncates) a database file. Without
+/// them a checkpoint that leaves the file longer changes its size, and its
+/// fsync then also commits the new size and the blocks allocated for it: on
+/// the dev machine (ext4) about 25 ms instead of 1 to 2 ms, once for nearly
+/// every checkpoint of the store, whose file grows with every event. Paid on
+/// the writer thread (the tail of a checkpoint), that was the largest part
+/// of the ingest-to-alert p99 at 2,000 events/s. With chunks, the size
+/// changes once per 16 MiB of growth. The price: SQLite's unix VFS extends
+/// the file by writing one byte per block, so the growth is written twice,
+/// as zeros and then as pages.
+const CHUNK_BYTES: std::os::raw::c_int = 16 << 20;
+
+fn set_chunk_size(conn: &Connection, path: &Path) -> Result<(), EmbeddedError> {
+    let mut bytes = CHUNK_BYTES;
+    conn.file_control(
+        Some(rusqlite::MAIN_DB),
+        rusqlite::FileControl::ChunkSize(&mut bytes),
+    )
+    .map_err(sqlite_err(path, "cannot set the file chunk size"))
 }
 
 /// Opens the connection a [`crate::checkpoint::Checkpointer`] copies WAL
@@ -79,6 +101,7 @@ pub(crate) fn open_checkpointer(
         sync = opts.synchronous.pragma(),
     ))
     .map_err(sqlite_err(path, "cannot configure checkpointer"))?;
+    set_chunk_size(&conn, path)?;
     Ok(conn)
 }
 
@@ -101,4 +124,35 @@ pub(crate) fn open_reader(
     .map_err(sqlite_err(path, "cannot configure reader"))?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_files_grow_in_whole_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite");
+        let opts = EmbeddedOptions {
+            synchronous: crate::options::SyncMode::Off,
+            ..Default::default()
+        };
+        let writer = open_writer(&path, &opts).unwrap();
+        writer
+            .execute_batch(
+                "CREATE TABLE t (v BLOB NOT NULL);
+                 INSERT INTO t (v) VALUES (zeroblob(100000));",
+            )
+            .unwrap();
+        let checkpointer = open_checkpointer(&path, &opts).unwrap();
+        checkpointer
+            .execute_batch("PRAGMA wal_checkpoint(PASSIVE);")
+            .unwrap();
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(
+            len, CHUNK_BYTES as u64,
+            "a 100 kB database file should take one chunk"
+        );
+    }
 }
