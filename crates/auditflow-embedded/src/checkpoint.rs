@@ -15,21 +15,22 @@
 //! (SQLite's WAL allows one checkpointer beside one writer).
 //!
 //! SQLite starts the WAL over only when a write transaction begins with
-//! every frame copied. The writer appends frames while the checkpointer
-//! copies, so one pass always leaves a few behind; the thread therefore
-//! makes up to [`MAX_PASSES`] passes, each copying what the writer appended
-//! during the one before. Between a light load's commits it catches up, and
-//! the writer's next transaction restarts the WAL without having copied a
-//! page itself. That matters for latency: copying even a short tail on the
-//! writer thread (random page writes, then an fsync of the database file)
-//! stalled the store writer for about 25 ms every 1.4 s at 2,000 events/s,
-//! which was most of the ingest-to-alert p99.
-//!
-//! Behind a busy writer the passes may never catch up, so the hand-off ends
-//! on the writer: at its first commit after the background checkpoint, if
-//! at most [`Limits::tail`] frames are left uncopied, the writer copies
+//! every frame copied, which a checkpointer racing the writer rarely
+//! achieves: the writer appends frames while it copies. So the hand-off
+//! ends on the writer: at its first commit after the background checkpoint,
+//! if at most [`Limits::tail`] frames are left uncopied, the writer copies
 //! those few itself; its next transaction then restarts the WAL. If more are
 //! left (the writer outpaced the checkpointer), the checkpointer goes again.
+//!
+//! What the writer copies it pays for while its next group waits, so the
+//! thread keeps that tail short: it makes up to [`MAX_PASSES`] passes, each
+//! copying what the writer appended during the one before, until a pass
+//! copies at most [`SETTLED_FRAMES`] new frames. (Measured at 2,000
+//! events/s: the second pass copies a couple of hundred frames in 1-2 ms.
+//! Most of the writer's former 25 ms stall, though, was an fsync that also
+//! recorded a longer file; see `CHUNK_BYTES` in `conn.rs`.) When every frame
+//! is copied, the hand-off is not needed: the writer's next transaction
+//! restarts the WAL by itself.
 //!
 //! Why the soft limit is large (64 MiB by default, not SQLite's 4 MiB): on
 //! the dev machine the embedded platform is bound by disk bandwidth, and a

@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 
 use auditflow_core::broker::{Broker, BrokerError};
-use auditflow_embedded::{EmbeddedError, EmbeddedOptions, DELIVERY_LIMIT_REASON};
+use auditflow_embedded::{Embedded, EmbeddedError, EmbeddedOptions, DELIVERY_LIMIT_REASON};
 use common::*;
 
 const Q: &str = "audit_events";
@@ -198,19 +198,29 @@ async fn explicit_dead_letter_list_and_redrive() {
     assert_eq!(e.broker().stats(Q).await.unwrap().dead_lettered, 1);
 }
 
+/// A broker bounded at `max_queue_depth` whose queue `Q` holds the messages
+/// "0", "1", ... up to `count`.
+async fn holding(dir: &std::path::Path, max_queue_depth: u64, count: usize) -> Embedded {
+    let e = open_with(
+        dir,
+        EmbeddedOptions {
+            max_queue_depth,
+            ..fast()
+        },
+    );
+    e.broker()
+        .publish(Q, (0..count).map(|i| msg(&i.to_string())).collect())
+        .await
+        .unwrap();
+    e
+}
+
 #[tokio::test]
 async fn a_publisher_waiting_for_room_is_let_in_when_a_consumer_acks() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
-    let opts = EmbeddedOptions {
-        max_queue_depth: 3,
-        ..fast()
-    };
-    let e = open_with(dir.path(), opts);
+    let e = holding(dir.path(), 3, 3).await;
     let b = e.broker();
-    b.publish(Q, (0..3).map(|i| msg(&i.to_string())).collect())
-        .await
-        .unwrap();
     assert!(!b.wait_for_room(Q, 1, Duration::ZERO).await);
     // Nobody consumes: the wait ends at its timeout, with no room.
     assert!(!b.wait_for_room(Q, 2, Duration::from_millis(50)).await);
@@ -240,15 +250,8 @@ async fn a_publisher_waiting_for_room_is_let_in_when_a_consumer_acks() {
 #[tokio::test]
 async fn publish_over_the_bound_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = EmbeddedOptions {
-        max_queue_depth: 5,
-        ..fast()
-    };
-    let e = open_with(dir.path(), opts);
+    let e = holding(dir.path(), 5, 4).await;
     let b = e.broker();
-    b.publish(Q, (0..4).map(|i| msg(&i.to_string())).collect())
-        .await
-        .unwrap();
     match b.publish(Q, vec![msg("x"), msg("y")]).await {
         Err(BrokerError::Full { queue, depth }) => assert_eq!((queue.as_str(), depth), (Q, 4)),
         other => panic!("expected Full, got {other:?}"),
