@@ -10,6 +10,7 @@
 //! Roles talk only through the broker and store interfaces of
 //! [`auditflow_core`], so backends slot in without touching them.
 
+pub mod allocator;
 pub mod backends;
 pub mod channels;
 pub mod cli;

@@ -7,24 +7,17 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_arena_eager_commit` in mimalloc.h (v2): the index of the option
-/// in `mi_option_e`; `libmimalloc-sys` names the neighbours but not this one.
-const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
-
-/// Commits mimalloc's arena memory on demand rather than up front: an idle
-/// role's resident set goes from ~35 MB to ~23 MB. The option is read when
-/// the first arena is made, i.e. at the first allocation, which the Rust
-/// runtime makes before `main`; so it is set from an ELF constructor, which
-/// runs before the runtime starts (the same as `MIMALLOC_ARENA_EAGER_COMMIT=0`).
+/// Sets mimalloc's options before the runtime's first allocation (see
+/// `auditflow::allocator` for which and why). An ELF constructor runs
+/// before the Rust runtime starts, which allocates before `main`.
 #[cfg(target_os = "linux")]
 #[used]
 #[link_section = ".init_array"]
-static COMMIT_ARENAS_ON_DEMAND: extern "C" fn() = {
-    extern "C" fn commit_arenas_on_demand() {
-        // SAFETY: sets a process-wide allocator option; single-threaded here.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+static TUNE_ALLOCATOR: extern "C" fn() = {
+    extern "C" fn tune_allocator() {
+        auditflow::allocator::tune_before_first_allocation();
     }
-    commit_arenas_on_demand
+    tune_allocator
 };
 
 fn main() -> std::process::ExitCode {
