@@ -52,8 +52,15 @@ impl PgPool {
                 recycling_method: RecyclingMethod::Verified,
             },
         );
+        // Last in, first out: the connection just returned is the next one
+        // handed out, so a role that makes one call at a time keeps using
+        // one connection. Each connection keeps buffers as large as the
+        // largest statement it has sent (tokio-postgres reuses them), and
+        // first-in-first-out handed every statement to the next of the
+        // pool's connections in turn, so each grew its own.
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
+            .queue_mode(deadpool_postgres::QueueMode::Lifo)
             .wait_timeout(Some(config.connect_timeout))
             .create_timeout(Some(config.connect_timeout))
             .recycle_timeout(Some(config.connect_timeout))
