@@ -119,13 +119,26 @@ pub struct Alert {
 
 /// Why alert JSON was rejected.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid alert: {0}")]
-pub struct AlertError(#[from] serde_json::Error);
+pub enum AlertError {
+    /// Not JSON, or not the shape of an alert.
+    #[error("invalid alert: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A key or string at this path holds U+0000 (see [`crate::nul`]).
+    #[error("invalid alert: field `{0}` {reason}", reason = crate::nul::NUL_REASON)]
+    Nul(String),
+}
 
 impl Alert {
     /// Parses alert JSON (ours or the legacy analysis service's).
     pub fn from_slice(bytes: &[u8]) -> Result<Alert, AlertError> {
-        Ok(serde_json::from_slice(bytes)?)
+        let alert = serde_json::from_slice(bytes)?;
+        if crate::nul::may_hold_nul(bytes) {
+            let whole: Map<String, Value> = serde_json::from_slice(bytes)?;
+            if let Some(path) = crate::nul::nul_path(&whole, None) {
+                return Err(AlertError::Nul(path));
+            }
+        }
+        Ok(alert)
     }
 
     /// Serializes to JSON bytes.
@@ -158,5 +171,24 @@ mod tests {
             alert_id_for("ANLY-SEC-002", event)
         );
         assert_eq!(alert_id_for("ANLY-SEC-001", event).get_version_num(), 5);
+    }
+
+    const FIXTURE: &[u8] =
+        include_bytes!("../../auditflow-api/tests/fixtures/alert-failed-login-burst.json");
+
+    #[test]
+    fn an_alert_holding_a_nul_is_refused_with_its_path() {
+        let mut value: Value = serde_json::from_slice(FIXTURE).unwrap();
+        Alert::from_slice(&serde_json::to_vec(&value).unwrap()).expect("the fixture parses");
+        value["raw_event_data"]["details"]["reason"] = Value::from("bad\u{0}");
+        let err = Alert::from_slice(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        match &err {
+            AlertError::Nul(path) => assert_eq!(path, "raw_event_data.details.reason"),
+            other => panic!("expected a NUL refusal, got {other}"),
+        }
+        assert!(err.to_string().contains("U+0000"), "{err}");
+        // A backslash followed by `u0000` is text.
+        value["raw_event_data"]["details"]["reason"] = Value::from("C:\\u0000");
+        Alert::from_slice(&serde_json::to_vec(&value).unwrap()).expect("literal text parses");
     }
 }

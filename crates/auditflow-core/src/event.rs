@@ -291,6 +291,11 @@ impl Fields {
         };
         let resource = take_string(self.resource, "resource")?;
         let client_ip = take_string(self.client_ip, "client_ip")?;
+        let nul = crate::nul::nul_path(&details, Some("details"))
+            .or_else(|| crate::nul::nul_path(&extra, None));
+        if let Some(path) = nul {
+            return Err(EventError::new(&path, crate::nul::NUL_REASON));
+        }
         Ok(ParsedEvent {
             event: Event {
                 event_id,
@@ -318,6 +323,9 @@ fn take_string(raw: Option<Raw>, field: &str) -> Result<Option<String>, EventErr
             field,
             format!("is {} bytes long; the limit is {MAX_FIELD_LEN}", s.len()),
         )),
+        Some(Raw::Str(s)) if s.contains('\0') => {
+            Err(EventError::new(field, crate::nul::NUL_REASON))
+        }
         Some(Raw::Str(s)) => Ok(Some(s)),
         Some(_) => Err(EventError::new(field, "must be a string")),
     }
@@ -394,6 +402,38 @@ mod tests {
         assert_eq!(Event::from_slice(b"{oops").unwrap_err().field, "$");
     }
 
+    #[test]
+    fn a_nul_anywhere_is_refused_with_its_path() {
+        let cases = [
+            ("user_id", json!("alice\u{0}"), "user_id"),
+            ("resource", json!("/etc/\u{0}passwd"), "resource"),
+            ("client_ip", json!("\u{0}"), "client_ip"),
+            ("details", json!({"reason": "bad\u{0}"}), "details.reason"),
+            (
+                "details",
+                json!({"a": [1, {"b\u{0}": 2}]}),
+                "details.a[1].b\\u0000",
+            ),
+            ("custom", json!({"inner": "\u{0}"}), "custom.inner"),
+        ];
+        for (field, bad, path) in cases {
+            let mut value = login_failure();
+            value[field] = bad;
+            for err in [
+                Event::from_slice(&serde_json::to_vec(&value).unwrap()).unwrap_err(),
+                Event::from_value(value).unwrap_err(),
+            ] {
+                assert_eq!(err.field, path);
+                assert_eq!(err.reason, crate::nul::NUL_REASON);
+            }
+        }
+        // A backslash followed by `u0000` is text, and kept.
+        let mut literal = login_failure();
+        literal["details"] = json!({"path": "C:\\u0000"});
+        let parsed = Event::from_slice(&serde_json::to_vec(&literal).unwrap()).unwrap();
+        assert_eq!(parsed.event.details["path"], "C:\\u0000");
+    }
+
     /// Parses `value` both ways; they must agree exactly (ids assigned
     /// here are random, so only compare events that carry one).
     fn both_ways(value: &Value) -> Result<ParsedEvent, EventError> {
@@ -435,6 +475,9 @@ mod tests {
             ("client_ip", json!("10.0.0.9")),
             ("custom", json!({"nested": [1, 2, {"x": null}]})),
             ("custom_\u{e9}", json!("v")),
+            ("user_id", json!("u\u{0}")),
+            ("details", json!({"reason": ["x", "\u{0}"]})),
+            ("custom", json!("\u{0}")),
         ] {
             let mut value = login_failure();
             value[field] = bad;

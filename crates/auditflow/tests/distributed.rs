@@ -18,9 +18,9 @@
 //!    kill, before the delivery record).
 //! 2. `legacy_python_generator_...`: compat topology; events published the
 //!    way the earlier Python generator does are analysed and notified.
-//! 3. `poison_messages_...`: undecodable or oversize events published straight to the
-//!    quorum queue are dead-lettered with a reason, counted, and never block
-//!    the good events around them.
+//! 3. `poison_messages_...`: undecodable, oversize or unstorable (U+0000)
+//!    events published straight to the quorum queue are dead-lettered with a
+//!    reason, counted, and never block the good events around them.
 //!
 //! `DISTRIBUTED_SEED=<u64>` replays the workload of test 1.
 
@@ -1273,6 +1273,13 @@ async fn poison_messages_end_in_the_dlq_with_a_reason_and_never_block() {
     let mut oversize_body = valid.clone();
     oversize_body["event_id"] = json!(Uuid::new_v4().to_string());
     oversize_body["details"] = json!({ "blob": "x".repeat(1 << 20) });
+    // Valid JSON that PostgreSQL cannot store (U+0000 in text or jsonb).
+    let mut nul_field = valid.clone();
+    nul_field["event_id"] = json!(Uuid::new_v4().to_string());
+    nul_field["user_id"] = json!("alice\u{0}");
+    let mut nul_details = valid.clone();
+    nul_details["event_id"] = json!(Uuid::new_v4().to_string());
+    nul_details["details"] = json!({ "reason": "x\u{0}" });
     let poison: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "poison-bad-json",
@@ -1298,6 +1305,16 @@ async fn poison_messages_end_in_the_dlq_with_a_reason_and_never_block() {
             "poison-oversize-body",
             serde_json::to_vec(&oversize_body).expect("json"),
             "analyze.max_event_bytes",
+        ),
+        (
+            "poison-nul-field",
+            serde_json::to_vec(&nul_field).expect("json"),
+            "`user_id`: contains a NUL character (U+0000)",
+        ),
+        (
+            "poison-nul-details",
+            serde_json::to_vec(&nul_details).expect("json"),
+            "`details.reason`: contains a NUL character (U+0000)",
         ),
     ];
     // Poison first (at the head of the queue), then interleaved with good

@@ -164,6 +164,38 @@ async fn invalid_items_get_reasons_and_nothing_is_accepted_unless_partial() {
     assert!(body["error"].as_str().is_some_and(|e| e.contains("JSON")));
 }
 
+/// PostgreSQL cannot store U+0000, so ingest refuses it in every mode,
+/// with the field's path, rather than acknowledging an event no store can
+/// keep.
+#[tokio::test]
+async fn an_event_holding_a_nul_is_refused_with_the_field() {
+    let h = harness(|_, _| {});
+    let mut in_details = event(1);
+    in_details["details"]["reason"] = json!("bad\u{0}");
+    let mut in_user = event(2);
+    in_user["user_id"] = json!("\u{0}");
+    let batch = json!([event(3), in_details, in_user]).to_string();
+    assert!(batch.contains("\\u0000"), "sent as JSON's escape: {batch}");
+    let (status, _, body) = post(&h.ctx, "/v1/events", batch, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let rejected = body["rejected"].as_array().expect("rejected list");
+    let fields: Vec<(&Value, &Value)> = rejected
+        .iter()
+        .map(|r| (&r["index"], &r["field"]))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            (&json!(1), &json!("details.reason")),
+            (&json!(2), &json!("user_id"))
+        ]
+    );
+    assert!(rejected[0]["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("U+0000")));
+    assert_eq!(queued(&h.ctx).await, 0);
+}
+
 #[tokio::test]
 async fn oversized_bodies_and_batches_are_refused() {
     let h = harness(|config, _| {
