@@ -323,17 +323,21 @@ pub enum MalformedKind {
     WrongType,
     /// A string field is longer than [`auditflow_core::event::MAX_FIELD_LEN`].
     OversizeField,
+    /// Valid JSON with U+0000 in a string, which no store can keep
+    /// (see [`auditflow_core::nul`]).
+    NulCharacter,
 }
 
 impl MalformedKind {
     /// All kinds.
-    pub const ALL: [MalformedKind; 6] = [
+    pub const ALL: [MalformedKind; 7] = [
         MalformedKind::InvalidJson,
         MalformedKind::MissingField,
         MalformedKind::BadEventId,
         MalformedKind::BadSeverity,
         MalformedKind::WrongType,
         MalformedKind::OversizeField,
+        MalformedKind::NulCharacter,
     ];
 }
 
@@ -715,6 +719,15 @@ impl Factory {
                         ..=auditflow_core::event::MAX_FIELD_LEN * 2,
                 );
                 value[field] = json!("A".repeat(len));
+                value.to_string()
+            }
+            MalformedKind::NulCharacter => {
+                if self.rng.random_bool(0.5) {
+                    value["user_id"] =
+                        json!(format!("{}\u{0}", value["user_id"].as_str().unwrap_or("u")));
+                } else {
+                    value["details"]["note"] = json!("truncated\u{0}here");
+                }
                 value.to_string()
             }
         };
