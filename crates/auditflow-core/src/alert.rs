@@ -126,12 +126,43 @@ pub enum AlertError {
     /// A key or string at this path holds U+0000 (see [`crate::nul`]).
     #[error("invalid alert: field `{0}` {reason}", reason = crate::nul::NUL_REASON)]
     Nul(String),
+    /// An indexed text field is longer than [`MAX_INDEXED_LEN`].
+    #[error("invalid alert: field `{field}` is {len} bytes long; the limit is {MAX_INDEXED_LEN} (the stores index it)")]
+    TooLong {
+        /// The field's path.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+    },
 }
+
+/// Longest value of the alert fields the stores index (`rule_id`,
+/// `actor_id`, `server_hostname`): the same limit as an event's text fields,
+/// from which our own alerts take them. A B-tree entry of PostgreSQL holds
+/// at most about 2.7 kB, and a longer value made every insert of its batch
+/// fail (SQLSTATE 54000), so notify stopped on it; alerts from other
+/// publishers are checked here instead and dead-lettered with the reason.
+pub const MAX_INDEXED_LEN: usize = crate::event::MAX_FIELD_LEN;
 
 impl Alert {
     /// Parses alert JSON (ours or the legacy analysis service's).
     pub fn from_slice(bytes: &[u8]) -> Result<Alert, AlertError> {
-        let alert = serde_json::from_slice(bytes)?;
+        let alert: Alert = serde_json::from_slice(bytes)?;
+        for (field, value) in [
+            ("analysis_rule.rule_id", &alert.analysis_rule.rule_id),
+            ("triggered_by.actor_id", &alert.triggered_by.actor_id),
+            (
+                "impacted_resource.server_hostname",
+                &alert.impacted_resource.server_hostname,
+            ),
+        ] {
+            if value.len() > MAX_INDEXED_LEN {
+                return Err(AlertError::TooLong {
+                    field,
+                    len: value.len(),
+                });
+            }
+        }
         if crate::nul::may_hold_nul(bytes) {
             let whole: Map<String, Value> = serde_json::from_slice(bytes)?;
             if let Some(path) = crate::nul::nul_path(&whole, None) {
@@ -175,6 +206,19 @@ mod tests {
 
     const FIXTURE: &[u8] =
         include_bytes!("../../auditflow-api/tests/fixtures/alert-failed-login-burst.json");
+
+    #[test]
+    fn an_indexed_field_over_the_limit_is_refused() {
+        let mut value: Value = serde_json::from_slice(FIXTURE).unwrap();
+        value["triggered_by"]["actor_id"] = Value::from("a".repeat(MAX_INDEXED_LEN));
+        Alert::from_slice(&serde_json::to_vec(&value).unwrap()).expect("at the limit");
+        value["triggered_by"]["actor_id"] = Value::from("a".repeat(MAX_INDEXED_LEN + 1));
+        let err = Alert::from_slice(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(
+            matches!(err, AlertError::TooLong { field: "triggered_by.actor_id", len } if len == MAX_INDEXED_LEN + 1),
+            "{err}"
+        );
+    }
 
     #[test]
     fn an_alert_holding_a_nul_is_refused_with_its_path() {

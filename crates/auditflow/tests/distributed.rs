@@ -20,7 +20,8 @@
 //!    way the earlier Python generator does are analysed and notified.
 //! 3. `poison_messages_...`: undecodable, oversize or unstorable (U+0000)
 //!    events published straight to the quorum queue are dead-lettered with a
-//!    reason, counted, and never block the good events around them.
+//!    reason, counted, and never block the good events around them;
+//!    `poison_alerts_...`: the same for alerts reaching notify.
 //!
 //! `DISTRIBUTED_SEED=<u64>` replays the workload of test 1.
 
@@ -1463,6 +1464,146 @@ async fn poison_messages_end_in_the_dlq_with_a_reason_and_never_block() {
     assert!(
         problems.is_empty(),
         "poison messages:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Test: poison alerts (from another publisher) reach notify
+
+const ALERT_FIXTURE: &str =
+    include_str!("../../auditflow-api/tests/fixtures/alert-failed-login-burst.json");
+
+/// An alert as another publisher (the earlier Python analyze) could send
+/// it, with a fresh id.
+fn fixture_alert() -> (Uuid, Value) {
+    let mut alert: Value = serde_json::from_str(ALERT_FIXTURE).expect("alert fixture");
+    let id = Uuid::new_v4();
+    alert["alert_id"] = json!(id.to_string());
+    (id, alert)
+}
+
+/// Alerts that PostgreSQL cannot store (an indexed field over a B-tree
+/// entry's size, U+0000) or that are not alerts are dead-lettered by notify
+/// with a reason, and the good alerts around them are stored: before, one
+/// such alert stopped notify (SQLSTATE 54000 or 22021) on every delivery
+/// until the delivery limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_alerts_end_in_the_dlq_with_a_reason_and_notify_keeps_going() {
+    let iso = Isolation::new("poison_alerts");
+    let http = http_client();
+    let mut procs = vec![start(&iso, "notify", "notify", &[], &http).await];
+    procs.push(start(&iso, "api", "api", &[], &http).await);
+    let api = procs[1].base.clone();
+    let mut problems = Vec::new();
+
+    // Random hex does not compress, so PostgreSQL cannot shrink the index
+    // entry below its limit.
+    let mut rng = rand::rng();
+    let (_, mut long_actor) = fixture_alert();
+    long_actor["triggered_by"]["actor_id"] = json!((0..3000)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect::<String>());
+    let (_, mut nul) = fixture_alert();
+    nul["raw_event_data"]["details"]["reason"] = json!("bad\u{0}");
+    let poison: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "alert-bad-json",
+            b"{\"alert_id\": ".to_vec(),
+            "invalid alert",
+        ),
+        (
+            "alert-long-actor",
+            serde_json::to_vec(&long_actor).expect("json"),
+            "`triggered_by.actor_id` is 6000 bytes long; the limit is 1024",
+        ),
+        (
+            "alert-nul",
+            serde_json::to_vec(&nul).expect("json"),
+            "`raw_event_data.details.reason` contains a NUL character (U+0000)",
+        ),
+    ];
+    let mut good = HashSet::new();
+    let mut messages: Vec<(String, Vec<u8>)> = Vec::new();
+    for (id, body, _) in &poison {
+        messages.push((id.to_string(), body.clone()));
+        for _ in 0..3 {
+            let (gid, alert) = fixture_alert();
+            good.insert(gid);
+            messages.push((gid.to_string(), serde_json::to_vec(&alert).expect("json")));
+        }
+    }
+    publish_raw(&iso.broker_url(), ALERTS_QUEUE, Wire::Ours, &messages).await;
+
+    let drained = eventually(Duration::from_secs(30), || async {
+        let alerts = list_all(&http, &api, "/v1/alerts", "").await?;
+        let stored: HashSet<Uuid> = ids_of(&alerts, "alert_id").into_iter().collect();
+        let queues = iso.queues().await?;
+        let q = &queues[ALERTS_QUEUE];
+        let dlq = &queues[&format!("{ALERTS_QUEUE}.dlq")];
+        if stored != good
+            || q["messages_ready"] != 0
+            || q["messages_unacknowledged"] != 0
+            || dlq["messages_ready"].as_u64() < Some(poison.len() as u64)
+        {
+            return Err(format!(
+                "{} of {} good alerts stored; queue {q}; dlq {dlq}",
+                stored.intersection(&good).count(),
+                good.len()
+            ));
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = drained {
+        let failures = stop_all(&mut procs).await;
+        panic!(
+            "a poison alert blocked notify or was lost: {e}\n  notify:\n{}\n  {}",
+            log_tail(&procs[0].log, 10),
+            failures.join("\n  ")
+        );
+    }
+    match get_json(
+        &http,
+        &format!("{api}/v1/dead-letters?queue={ALERTS_QUEUE}&limit=50"),
+    )
+    .await
+    {
+        Ok(body) => {
+            let items = body["items"].as_array().cloned().unwrap_or_default();
+            for (id, _, reason) in &poison {
+                match items.iter().find(|i| i["message_id"] == *id) {
+                    Some(item) => {
+                        let got = item["reason"].as_str().unwrap_or_default();
+                        if !got.contains(reason) {
+                            problems.push(format!(
+                                "dead letter {id}: reason {got:?}, expected it to mention {reason:?}"
+                            ));
+                        }
+                        if item["delivery_count"] != 1 {
+                            problems.push(format!(
+                                "dead letter {id}: delivered {} times, expected once",
+                                item["delivery_count"]
+                            ));
+                        }
+                    }
+                    None => problems.push(format!("no dead letter for {id}")),
+                }
+            }
+            if items.len() != poison.len() {
+                problems.push(format!(
+                    "{} dead letters, expected {}",
+                    items.len(),
+                    poison.len()
+                ));
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+    problems.extend(stop_all(&mut procs).await);
+    assert!(
+        problems.is_empty(),
+        "poison alerts:\n  {}",
         problems.join("\n  ")
     );
 }
