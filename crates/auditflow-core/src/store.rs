@@ -226,9 +226,15 @@ pub enum StoreError {
     /// lost, serialization failure); retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// The store refuses the write for good (disk full, constraint, bad data).
+    /// The store refuses the write for good (disk full, a schema or
+    /// permission problem): retrying, or the next request, fails the same.
     #[error("store rejected the request: {0}")]
     Rejected(String),
+    /// The store refuses a value in this write for good (it cannot hold it,
+    /// or a constraint forbids it): the item is the problem, not the store,
+    /// so the other items of a batch can still be written one at a time.
+    #[error("store refused the data: {0}")]
+    Refused(String),
 }
 
 impl StoreError {

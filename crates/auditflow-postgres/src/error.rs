@@ -121,6 +121,11 @@ impl From<PgError> for StoreError {
     fn from(e: PgError) -> StoreError {
         if e.is_transient() {
             StoreError::Unavailable(e.to_string())
+        } else if e
+            .sqlstate()
+            .is_some_and(|s| crate::sqlstate::refuses_data(s.code()))
+        {
+            StoreError::Refused(e.to_string())
         } else {
             StoreError::Rejected(e.to_string())
         }

@@ -71,6 +71,18 @@ pub fn classify_code(code: &str) -> ErrorClass {
     }
 }
 
+/// Whether a permanent failure is about the data of the statement rather
+/// than the server or the schema: class `22` (data exception: a value the
+/// type cannot hold, U+0000 in text), `23` (integrity constraint violation)
+/// and `54` (program limit exceeded: an index entry or a value too large).
+/// A batch refused for these can still be written item by item, and only
+/// the items refused again are the problem.
+pub fn refuses_data(code: &str) -> bool {
+    ["22", "23", "54"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
 /// Classifies an error of the PostgreSQL client: by its SQLSTATE when the
 /// server sent one, otherwise transient for a closed connection, an I/O
 /// failure (anywhere in the source chain) or a failure without a cause
@@ -167,6 +179,12 @@ mod tests {
         assert!(!classify_code("57P04").is_transient());
         assert!(!classify_code("23505").is_transient());
         assert!(!classify_code("22P02").is_transient());
+        for code in ["22021", "22P05", "23514", "23502", "54000"] {
+            assert!(refuses_data(code), "{code}");
+        }
+        for code in ["42P01", "42501", "53100", "08006", "57014", "XX000"] {
+            assert!(!refuses_data(code), "{code}");
+        }
         assert_eq!(
             classify(&SqlState::from_code("40P01")),
             ErrorClass::Transient

@@ -1281,6 +1281,21 @@ async fn poison_messages_end_in_the_dlq_with_a_reason_and_never_block() {
     let mut nul_details = valid.clone();
     nul_details["event_id"] = json!(Uuid::new_v4().to_string());
     nul_details["details"] = json!({ "reason": "x\u{0}" });
+    // Valid for AuditFlow, refused by PostgreSQL (a constraint of the
+    // operator's): analyze stores the rest of its batch one event at a
+    // time and dead-letters only this one.
+    if let Err(e) = iso
+        .sql(
+            "ALTER TABLE events ADD CONSTRAINT no_quarantined_host \
+             CHECK (server_hostname <> 'quarantined-host')",
+        )
+        .await
+    {
+        problems.push(format!("cannot add the constraint: {e}"));
+    }
+    let mut refused = valid.clone();
+    refused["event_id"] = json!(Uuid::new_v4().to_string());
+    refused["server_hostname"] = json!("quarantined-host");
     let poison: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "poison-bad-json",
@@ -1316,6 +1331,11 @@ async fn poison_messages_end_in_the_dlq_with_a_reason_and_never_block() {
             "poison-nul-details",
             serde_json::to_vec(&nul_details).expect("json"),
             "`details.reason`: contains a NUL character (U+0000)",
+        ),
+        (
+            "poison-refused-by-the-store",
+            serde_json::to_vec(&refused).expect("json"),
+            "the store refused the event: cannot insert events: db error: ERROR: new row for relation \"events\" violates check constraint \"no_quarantined_host\"",
         ),
     ];
     // Poison first (at the head of the queue), then interleaved with good
@@ -1484,9 +1504,11 @@ fn fixture_alert() -> (Uuid, Value) {
 }
 
 /// Alerts that PostgreSQL cannot store (an indexed field over a B-tree
-/// entry's size, U+0000) or that are not alerts are dead-lettered by notify
-/// with a reason, and the good alerts around them are stored: before, one
-/// such alert stopped notify (SQLSTATE 54000 or 22021) on every delivery
+/// entry's size, U+0000: refused when parsed; a constraint of the
+/// operator's: refused by the server, then the batch is stored one alert at
+/// a time) or that are not alerts are dead-lettered by notify with a
+/// reason, and the good alerts around them are stored: before, one such
+/// alert stopped notify (SQLSTATE 54000, 22021, 23514) on every delivery
 /// until the delivery limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_alerts_end_in_the_dlq_with_a_reason_and_notify_keeps_going() {
@@ -1506,6 +1528,20 @@ async fn poison_alerts_end_in_the_dlq_with_a_reason_and_notify_keeps_going() {
         .collect::<String>());
     let (_, mut nul) = fixture_alert();
     nul["raw_event_data"]["details"]["reason"] = json!("bad\u{0}");
+    // Valid for AuditFlow, refused by PostgreSQL (a constraint of the
+    // operator's): notify stores the rest of its batch one alert at a time
+    // and dead-letters only this one.
+    if let Err(e) = iso
+        .sql(
+            "ALTER TABLE alerts ADD CONSTRAINT no_quarantined_actor \
+             CHECK (actor_id <> 'quarantined-actor')",
+        )
+        .await
+    {
+        problems.push(format!("cannot add the constraint: {e}"));
+    }
+    let (_, mut refused) = fixture_alert();
+    refused["triggered_by"]["actor_id"] = json!("quarantined-actor");
     let poison: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "alert-bad-json",
@@ -1521,6 +1557,11 @@ async fn poison_alerts_end_in_the_dlq_with_a_reason_and_notify_keeps_going() {
             "alert-nul",
             serde_json::to_vec(&nul).expect("json"),
             "`raw_event_data.details.reason` contains a NUL character (U+0000)",
+        ),
+        (
+            "alert-refused-by-the-store",
+            serde_json::to_vec(&refused).expect("json"),
+            "the store refused the alert: cannot insert alerts: db error: ERROR: new row for relation \"alerts\" violates check constraint \"no_quarantined_actor\"",
         ),
     ];
     let mut good = HashSet::new();

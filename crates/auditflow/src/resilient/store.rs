@@ -75,7 +75,7 @@ impl ResilientStore {
 fn classify(error: &StoreError) -> ErrorClass {
     match error {
         StoreError::Unavailable(_) => ErrorClass::Transient,
-        StoreError::Rejected(_) => ErrorClass::Ignored,
+        StoreError::Rejected(_) | StoreError::Refused(_) => ErrorClass::Ignored,
     }
 }
 

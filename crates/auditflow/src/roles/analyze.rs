@@ -2,7 +2,11 @@
 //!
 //! Per batch, in this order, each step idempotent:
 //! 1. parse; an invalid event is dead-lettered with its reason;
-//! 2. store the events (idempotent on `event_id`);
+//! 2. store the events (idempotent on `event_id`); when the store refuses
+//!    the batch for its data ([`StoreError::Refused`]), they are stored one
+//!    at a time and the events refused again are dead-lettered with the
+//!    store's reason, so one unstorable event stops neither its batch nor
+//!    the role;
 //! 3. evaluate the rules; threshold decisions are recorded in the window
 //!    state before they are returned, so a redelivered event gets the same
 //!    decision and the same deterministic alert id;
@@ -40,6 +44,7 @@ use auditflow_core::broker::{
     Delivery, Headers, Message, Subscription, HEADER_CORRELATION_ID, HEADER_INGESTED_AT,
 };
 use auditflow_core::event::{Event, Severity};
+use auditflow_core::store::StoreError;
 use auditflow_core::Alert;
 use auditflow_rules::{AlertContext, RuleSet};
 
@@ -198,8 +203,12 @@ struct Prepared {
 /// or crashing) aborts the insert: its events are unacked and come back.
 struct Stored {
     prepared: Prepared,
-    insert: AbortOnDropHandle<Result<(), Stopped<anyhow::Error>>>,
+    insert: AbortOnDropHandle<Result<Vec<Refused>, Stopped<anyhow::Error>>>,
 }
+
+/// An event of the batch the store refused for good (its index in the
+/// batch, and the store's reason): it is dead-lettered, not evaluated.
+type Refused = (usize, String);
 
 /// Parses a batch; invalid events are dead-lettered with their reason.
 /// `None` when nothing valid is left.
@@ -294,21 +303,68 @@ impl Prepared {
         let (ctx, events) = (ctx.clone(), Arc::clone(&self.events));
         let insert = AbortOnDropHandle::new(tokio::spawn(async move {
             fail::fail_point!("analyze::before_store");
-            persist(
-                &ctx,
-                "store",
-                |e: &auditflow_core::store::StoreError| e.is_transient(),
-                || ctx.store.insert_events(&events),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|s| s.map_permanent("storing events"))
+            match insert_events(&ctx, &events).await {
+                Err(Stopped::Permanent(StoreError::Refused(reason))) if events.len() > 1 => {
+                    tracing::warn!(%reason, events = events.len(), "the store refused a batch; storing its events one at a time");
+                    one_at_a_time(&ctx, &events).await
+                }
+                Err(Stopped::Permanent(StoreError::Refused(reason))) => Ok(vec![(0, reason)]),
+                other => other
+                    .map(|_| Vec::new())
+                    .map_err(|s| s.map_permanent("storing events")),
+            }
         }));
         Stored {
             prepared: self,
             insert,
         }
     }
+
+    /// Leaves out the events at `refused` (sorted indexes).
+    fn without(self, refused: &[usize]) -> Prepared {
+        let keep = |i: &usize| refused.binary_search(i).is_err();
+        let events = Arc::try_unwrap(self.events).unwrap_or_else(|shared| (*shared).clone());
+        let pick = |len: usize| (0..len).filter(keep);
+        let events: Vec<Event> = pick(events.len()).map(|i| events[i].clone()).collect();
+        Prepared {
+            events: Arc::new(events),
+            tags: pick(self.tags.len()).map(|i| self.tags[i]).collect(),
+            headers: pick(self.headers.len())
+                .map(|i| self.headers[i].clone())
+                .collect(),
+            spans: pick(self.spans.len())
+                .map(|i| self.spans[i].clone())
+                .collect(),
+            ..self
+        }
+    }
+}
+
+/// Stores `events`, retrying outages.
+async fn insert_events(ctx: &Context, events: &[Event]) -> Result<u64, Stopped<StoreError>> {
+    persist(ctx, "store", StoreError::is_transient, || {
+        ctx.store.insert_events(events)
+    })
+    .await
+}
+
+/// After the store refused a batch for its data: each event on its own, so
+/// that only the ones refused again are left out (and dead-lettered), not
+/// the batch or the role. Slow (a commit per event), and only ever run for
+/// a batch that holds such an event.
+async fn one_at_a_time(
+    ctx: &Context,
+    events: &[Event],
+) -> Result<Vec<Refused>, Stopped<anyhow::Error>> {
+    let mut refused = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        match insert_events(ctx, std::slice::from_ref(event)).await {
+            Ok(_) => {}
+            Err(Stopped::Permanent(StoreError::Refused(reason))) => refused.push((i, reason)),
+            Err(other) => return Err(other.map_permanent("storing events")),
+        }
+    }
+    Ok(refused)
 }
 
 /// Waits for the batch to be stored, then runs the rules, publishes the
@@ -319,12 +375,23 @@ async fn finish(
     sub: &mut dyn Subscription,
     stored: Stored,
 ) -> Result<(), Stopped<anyhow::Error>> {
-    match stored.insert.await {
+    let refused = match stored.insert.await {
         Ok(result) => result?,
         // A crash of the storing task is a crash of the role.
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => return Err(Stopped::Permanent(anyhow::anyhow!("storing events: {e}"))),
-    }
+    };
+    let prepared = if refused.is_empty() {
+        stored.prepared
+    } else {
+        dead_letter_refused(ctx, sub, &stored.prepared, &refused).await?;
+        let indexes: Vec<usize> = refused.iter().map(|(i, _)| *i).collect();
+        let rest = stored.prepared.without(&indexes);
+        if rest.events.is_empty() {
+            return Ok(());
+        }
+        rest
+    };
     let Prepared {
         events,
         tags,
@@ -332,7 +399,7 @@ async fn finish(
         spans,
         started,
         full: _,
-    } = stored.prepared;
+    } = prepared;
     fail::fail_point!("analyze::after_store");
 
     let alert_ctx = AlertContext {
@@ -391,6 +458,35 @@ async fn finish(
     observe_latencies(ctx, &headers);
     // The events' spans end here, acked.
     drop(spans);
+    Ok(())
+}
+
+/// Dead-letters the events the store refused, with its reason, and counts
+/// them as invalid: like an event that fails validation, nothing can store
+/// it, and the rest of its batch goes on.
+async fn dead_letter_refused(
+    ctx: &Context,
+    sub: &mut dyn Subscription,
+    prepared: &Prepared,
+    refused: &[Refused],
+) -> Result<(), Stopped<anyhow::Error>> {
+    for (i, reason) in refused {
+        let reason = format!("the store refused the event: {reason}");
+        tracing::warn!(event_id = %prepared.events[*i].event_id, %reason, "dead-lettering event");
+        if let Some(span) = prepared.spans.get(*i) {
+            crate::traces::spans::fail(span, &reason);
+        }
+        ctx.metrics
+            .events_processed
+            .get_or_create(&ResultLabel { result: "invalid" })
+            .inc();
+        ctx.metrics.sli.analysis.add(1, 1);
+        crate::persist_sub!(
+            ctx,
+            sub.dead_letter(prepared.tags[*i], &reason),
+            "dead-lettering an event the store refused"
+        )?;
+    }
     Ok(())
 }
 

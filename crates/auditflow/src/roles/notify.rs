@@ -1,7 +1,8 @@
 //! The notify role: alerts queue -> store -> channels.
 //!
 //! Per batch: parse (invalid alerts are dead-lettered), store (idempotent on
-//! `alert_id`), hand the alerts to each channel's [`Lane`] that has no
+//! `alert_id`; a batch the store refuses for its data is stored one alert at
+//! a time, and the alerts refused again are dead-lettered), hand the alerts to each channel's [`Lane`] that has no
 //! delivery record for them yet and whose routes let them through
 //! (`[[notify.routes]]`), record each channel's outcomes as soon as its lane
 //! answers, and ack once every lane has. Batches overlap: notify fetches the
@@ -45,15 +46,17 @@ use outbox::Schedule;
 
 /// A batch whose deliveries are under way.
 struct InFlight {
-    /// Broker tags to ack once every channel answered.
-    tags: Vec<u64>,
+    /// Broker tags to ack once every channel answered, each with its
+    /// alert's id.
+    tags: Vec<(u64, Uuid)>,
     /// Its alert ids (a redelivered copy waits for them, see [`run`]).
     ids: Vec<Uuid>,
 }
 
 /// A batch's outcome: its alerts' `notify` spans (tracing on), which end
-/// once the batch is acked.
-type Delivered = Result<Vec<Span>, Stopped<anyhow::Error>>;
+/// once the batch is acked, and the alerts the store refused for good (with
+/// its reason), which are dead-lettered instead.
+type Delivered = Result<(Vec<Span>, Vec<(Uuid, String)>), Stopped<anyhow::Error>>;
 
 /// Runs the notify loop until shutdown.
 pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Result<()> {
@@ -206,20 +209,35 @@ async fn finish(
             }
         }
     }
-    let spans = delivered?;
+    let (spans, refused) = delivered?;
+    let mut acks = Vec::with_capacity(batch.tags.len());
+    for (tag, alert_id) in &batch.tags {
+        match refused.iter().find(|(id, _)| id == alert_id) {
+            Some((_, reason)) => {
+                let reason = format!("the store refused the alert: {reason}");
+                tracing::warn!(%alert_id, %reason, "dead-lettering alert");
+                crate::persist_sub!(
+                    ctx,
+                    sub.dead_letter(*tag, &reason),
+                    "dead-lettering an alert the store refused"
+                )?;
+            }
+            None => acks.push(*tag),
+        }
+    }
     fail::fail_point!("notify::before_ack");
-    crate::persist_sub!(ctx, sub.ack(&batch.tags), "acking alerts")?;
+    crate::persist_sub!(ctx, sub.ack(&acks), "acking alerts")?;
     drop(spans);
     Ok(())
 }
 
-/// Parsed alerts with their ingest times, the broker tags to ack for them,
-/// and each alert's `notify` span by alert id (tracing on); invalid ones are
+/// Parsed alerts with their ingest times, the broker tags to ack for them
+/// (each with its alert's id), and each alert's `notify` span by alert id (tracing on); invalid ones are
 /// dead-lettered, and a second copy of an alert in the same batch is only
 /// acked (with the first, sharing its span), so it is delivered once.
 type Parsed = (
     Vec<Alert>,
-    Vec<u64>,
+    Vec<(u64, Uuid)>,
     Vec<Option<chrono::DateTime<Utc>>>,
     HashMap<Uuid, Span>,
 );
@@ -254,7 +272,7 @@ async fn parse(
                     crate::traces::spans::set(&span, "auditflow.severity", alert.severity.as_str());
                     spans.entry(alert.alert_id).or_insert(span);
                 }
-                tags.push(delivery.tag);
+                tags.push((delivery.tag, alert.alert_id));
                 if !seen.insert(alert.alert_id) {
                     continue;
                 }
@@ -297,13 +315,15 @@ async fn deliver_batch(
     ingested_at: Vec<Option<chrono::DateTime<Utc>>>,
     spans: HashMap<Uuid, Span>,
 ) -> Delivered {
-    let new_ids: HashSet<Uuid> = persist(ctx, "store", StoreError::is_transient, || {
-        ctx.store.insert_alerts(&alerts)
-    })
-    .await
-    .map_err(|s| s.map_permanent("storing alerts"))?
-    .into_iter()
-    .collect();
+    let (new_ids, refused, alerts, ingested_at) = match insert_alerts(ctx, &alerts).await {
+        Ok(new_ids) => (new_ids, Vec::new(), alerts, ingested_at),
+        Err(Stopped::Permanent(StoreError::Refused(reason))) => {
+            tracing::warn!(%reason, alerts = alerts.len(), "the store refused a batch; storing its alerts one at a time");
+            one_at_a_time(ctx, alerts, ingested_at).await?
+        }
+        Err(other) => return Err(other.map_permanent("storing alerts")),
+    };
+    let new_ids: HashSet<Uuid> = new_ids.into_iter().collect();
     fail::fail_point!("notify::after_store");
     let now = Utc::now();
     for (alert, ingested) in alerts.iter().zip(&ingested_at) {
@@ -402,7 +422,7 @@ async fn deliver_batch(
             counts.1 += 1;
         }
     }
-    Ok(spans
+    let spans = spans
         .into_iter()
         .map(|(alert_id, span)| {
             let (delivered, failed) = tally.get(&alert_id).copied().unwrap_or_default();
@@ -411,9 +431,57 @@ async fn deliver_batch(
             if failed > 0 {
                 crate::traces::spans::fail(&span, "a channel refused the alert");
             }
+            if refused.iter().any(|(id, _)| *id == alert_id) {
+                crate::traces::spans::fail(&span, "the store refused the alert");
+            }
             span
         })
-        .collect())
+        .collect();
+    Ok((spans, refused))
+}
+
+/// Stores `alerts`, retrying outages; the ids that were new.
+async fn insert_alerts(ctx: &Context, alerts: &[Alert]) -> Result<Vec<Uuid>, Stopped<StoreError>> {
+    persist(ctx, "store", StoreError::is_transient, || {
+        ctx.store.insert_alerts(alerts)
+    })
+    .await
+}
+
+/// Stored alerts' new ids, the refused ones with the store's reason, and
+/// the alerts (with their ingest times) that are left to deliver.
+type Sorted = (
+    Vec<Uuid>,
+    Vec<(Uuid, String)>,
+    Vec<Alert>,
+    Vec<Option<chrono::DateTime<Utc>>>,
+);
+
+/// After the store refused a batch for its data: each alert on its own, so
+/// that only the ones refused again are left out (and dead-lettered), not
+/// the batch or the role. Slow (a commit per alert), and only ever run for
+/// a batch that holds such an alert.
+async fn one_at_a_time(
+    ctx: &Context,
+    alerts: Vec<Alert>,
+    ingested_at: Vec<Option<chrono::DateTime<Utc>>>,
+) -> Result<Sorted, Stopped<anyhow::Error>> {
+    let (mut new_ids, mut refused, mut kept, mut kept_at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (alert, at) in alerts.into_iter().zip(ingested_at) {
+        match insert_alerts(ctx, std::slice::from_ref(&alert)).await {
+            Ok(ids) => {
+                new_ids.extend(ids);
+                kept.push(alert);
+                kept_at.push(at);
+            }
+            Err(Stopped::Permanent(StoreError::Refused(reason))) => {
+                refused.push((alert.alert_id, reason));
+            }
+            Err(other) => return Err(other.map_permanent("storing alerts")),
+        }
+    }
+    Ok((new_ids, refused, kept, kept_at))
 }
 
 /// Counts and records one channel's outcomes for a batch (their first

@@ -132,6 +132,28 @@ impl Isolation {
             .collect())
     }
 
+    /// Runs one SQL statement with `psql` in this isolation's schema.
+    pub async fn sql(&self, statement: &str) -> Result<String, String> {
+        let statement = format!("SET search_path TO \"{}\"; {statement}", self.id);
+        run_async(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-qAt",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &statement,
+            ],
+        )
+        .await
+    }
+
     pub fn remove_redis_keys(&self) -> Result<usize, String> {
         let pattern = format!("{}:*", self.id);
         let keys = run_sync(
