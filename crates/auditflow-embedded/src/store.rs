@@ -71,7 +71,7 @@ impl EventRow {
             severity: e.severity.as_str(),
             resource: e.effective_resource().map(str::to_string),
             body: serde_json::to_string(e).map_err(|err| {
-                StoreError::Rejected(format!("event {} cannot be encoded: {err}", e.event_id))
+                StoreError::Refused(format!("event {} cannot be encoded: {err}", e.event_id))
             })?,
         })
     }
@@ -85,7 +85,7 @@ struct AlertRow {
 
 fn json_text<T: serde::Serialize>(id: Uuid, value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value)
-        .map_err(|e| StoreError::Rejected(format!("alert {id} cannot be encoded: {e}")))
+        .map_err(|e| StoreError::Refused(format!("alert {id} cannot be encoded: {e}")))
 }
 
 impl AlertRow {
