@@ -10,6 +10,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+use auditflow_core::store::StoreError;
 use rand::Rng;
 
 use crate::context::Context;
@@ -71,6 +72,31 @@ impl Backoff {
             ctx.health.up(dependency);
         }
     }
+}
+
+/// After the store refused a whole batch for its data
+/// ([`StoreError::Refused`]): `store(i)` writes item `i` of `count` on its
+/// own, so that only the items refused again are left out, not the batch or
+/// the role. Per item, what `store` returned or the store's reason; any other
+/// failure stops at once. A commit per item: slow, and only ever run for a
+/// batch that holds such an item.
+pub async fn each_alone<O, F, Fut>(
+    count: usize,
+    mut store: F,
+) -> Result<Vec<Result<O, String>>, Stopped<StoreError>>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<O, Stopped<StoreError>>>,
+{
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        out.push(match store(i).await {
+            Ok(stored) => Ok(stored),
+            Err(Stopped::Permanent(StoreError::Refused(reason))) => Err(reason),
+            Err(other) => return Err(other),
+        });
+    }
+    Ok(out)
 }
 
 /// Runs `op` until it succeeds, a permanent error occurs, or shutdown begins.

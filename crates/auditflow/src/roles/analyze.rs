@@ -50,7 +50,7 @@ use auditflow_rules::{AlertContext, RuleSet};
 
 use crate::context::Context;
 use crate::metrics::{AlertLabels, ResultLabel};
-use crate::persist::{persist, Stopped};
+use crate::persist::{each_alone, persist, Stopped};
 
 /// Namespace for ids of events that reached the broker without one: the id is
 /// derived from the payload, so every redelivery gets the same id.
@@ -271,16 +271,7 @@ async fn prepare(
                 span.in_scope(|| {
                     tracing::warn!(event_id = %delivery.message.message_id, %reason, "dead-lettering event");
                 });
-                ctx.metrics
-                    .events_processed
-                    .get_or_create(&ResultLabel { result: "invalid" })
-                    .inc();
-                ctx.metrics.sli.analysis.add(1, 1);
-                crate::persist_sub!(
-                    ctx,
-                    sub.dead_letter(delivery.tag, &reason),
-                    "dead-lettering an invalid event"
-                )?;
+                dead_letter(ctx, sub, delivery.tag, &reason).await?;
             }
         }
     }
@@ -348,23 +339,22 @@ async fn insert_events(ctx: &Context, events: &[Event]) -> Result<u64, Stopped<S
     .await
 }
 
-/// After the store refused a batch for its data: each event on its own, so
-/// that only the ones refused again are left out (and dead-lettered), not
-/// the batch or the role. Slow (a commit per event), and only ever run for
-/// a batch that holds such an event.
+/// After the store refused a batch for its data: the events refused again
+/// on their own (see [`each_alone`]).
 async fn one_at_a_time(
     ctx: &Context,
     events: &[Event],
 ) -> Result<Vec<Refused>, Stopped<anyhow::Error>> {
-    let mut refused = Vec::new();
-    for (i, event) in events.iter().enumerate() {
-        match insert_events(ctx, std::slice::from_ref(event)).await {
-            Ok(_) => {}
-            Err(Stopped::Permanent(StoreError::Refused(reason))) => refused.push((i, reason)),
-            Err(other) => return Err(other.map_permanent("storing events")),
-        }
-    }
-    Ok(refused)
+    let stored = each_alone(events.len(), |i| {
+        insert_events(ctx, std::slice::from_ref(&events[i]))
+    })
+    .await
+    .map_err(|s| s.map_permanent("storing events"))?;
+    Ok(stored
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, result)| result.err().map(|reason| (i, reason)))
+        .collect())
 }
 
 /// Waits for the batch to be stored, then runs the rules, publishes the
@@ -476,17 +466,25 @@ async fn dead_letter_refused(
         if let Some(span) = prepared.spans.get(*i) {
             crate::traces::spans::fail(span, &reason);
         }
-        ctx.metrics
-            .events_processed
-            .get_or_create(&ResultLabel { result: "invalid" })
-            .inc();
-        ctx.metrics.sli.analysis.add(1, 1);
-        crate::persist_sub!(
-            ctx,
-            sub.dead_letter(prepared.tags[*i], &reason),
-            "dead-lettering an event the store refused"
-        )?;
+        dead_letter(ctx, sub, prepared.tags[*i], &reason).await?;
     }
+    Ok(())
+}
+
+/// Dead-letters one event with `reason`, counted as invalid (an event
+/// analyze cannot handle, and a bad one for the analysis SLI).
+async fn dead_letter(
+    ctx: &Context,
+    sub: &mut dyn Subscription,
+    tag: u64,
+    reason: &str,
+) -> Result<(), Stopped<anyhow::Error>> {
+    ctx.metrics
+        .events_processed
+        .get_or_create(&ResultLabel { result: "invalid" })
+        .inc();
+    ctx.metrics.sli.analysis.add(1, 1);
+    crate::persist_sub!(ctx, sub.dead_letter(tag, reason), "dead-lettering an event")?;
     Ok(())
 }
 

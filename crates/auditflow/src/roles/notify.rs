@@ -2,8 +2,9 @@
 //!
 //! Per batch: parse (invalid alerts are dead-lettered), store (idempotent on
 //! `alert_id`; a batch the store refuses for its data is stored one alert at
-//! a time, and the alerts refused again are dead-lettered), hand the alerts to each channel's [`Lane`] that has no
-//! delivery record for them yet and whose routes let them through
+//! a time, and the alerts refused again are dead-lettered), hand the alerts
+//! to each channel's [`Lane`] that has no delivery record for them yet and
+//! whose routes let them through
 //! (`[[notify.routes]]`), record each channel's outcomes as soon as its lane
 //! answers, and ack once every lane has. Batches overlap: notify fetches the
 //! next batch while channels still work on the previous ones, so one slow
@@ -37,7 +38,7 @@ use crate::channels::routing::Routes;
 use crate::channels::{Channel, Outcome};
 use crate::context::Context;
 use crate::metrics::ChannelLabels;
-use crate::persist::{persist, Stopped};
+use crate::persist::{each_alone, persist, Stopped};
 
 mod outbox;
 mod retry;
@@ -232,8 +233,8 @@ async fn finish(
 }
 
 /// Parsed alerts with their ingest times, the broker tags to ack for them
-/// (each with its alert's id), and each alert's `notify` span by alert id (tracing on); invalid ones are
-/// dead-lettered, and a second copy of an alert in the same batch is only
+/// (each with its alert's id), and each alert's `notify` span by alert id
+/// (tracing on); invalid ones are dead-lettered, and a second copy of an alert in the same batch is only
 /// acked (with the first, sharing its span), so it is delivered once.
 type Parsed = (
     Vec<Alert>,
@@ -457,28 +458,28 @@ type Sorted = (
     Vec<Option<chrono::DateTime<Utc>>>,
 );
 
-/// After the store refused a batch for its data: each alert on its own, so
-/// that only the ones refused again are left out (and dead-lettered), not
-/// the batch or the role. Slow (a commit per alert), and only ever run for
-/// a batch that holds such an alert.
+/// After the store refused a batch for its data: the alerts stored on their
+/// own, and the ones refused again (see [`each_alone`]).
 async fn one_at_a_time(
     ctx: &Context,
     alerts: Vec<Alert>,
     ingested_at: Vec<Option<chrono::DateTime<Utc>>>,
 ) -> Result<Sorted, Stopped<anyhow::Error>> {
+    let stored = each_alone(alerts.len(), |i| {
+        insert_alerts(ctx, std::slice::from_ref(&alerts[i]))
+    })
+    .await
+    .map_err(|s| s.map_permanent("storing alerts"))?;
     let (mut new_ids, mut refused, mut kept, mut kept_at) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (alert, at) in alerts.into_iter().zip(ingested_at) {
-        match insert_alerts(ctx, std::slice::from_ref(&alert)).await {
+    for ((alert, at), result) in alerts.into_iter().zip(ingested_at).zip(stored) {
+        match result {
             Ok(ids) => {
                 new_ids.extend(ids);
                 kept.push(alert);
                 kept_at.push(at);
             }
-            Err(Stopped::Permanent(StoreError::Refused(reason))) => {
-                refused.push((alert.alert_id, reason));
-            }
-            Err(other) => return Err(other.map_permanent("storing alerts")),
+            Err(reason) => refused.push((alert.alert_id, reason)),
         }
     }
     Ok((new_ids, refused, kept, kept_at))

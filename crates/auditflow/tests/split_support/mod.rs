@@ -46,6 +46,24 @@ pub fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
 }
 
 /// Same, without blocking the runtime.
+/// `psql` arguments that run `sql` on the test database (`STORE_URL`),
+/// quietly, stopping at the first error.
+fn psql_args(sql: &str) -> [&str; 11] {
+    [
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "test",
+        "-qAt",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+    ]
+}
+
 pub async fn run_async(program: &str, args: &[&str]) -> Result<String, String> {
     let out = tokio::time::timeout(
         Duration::from_secs(30),
@@ -135,23 +153,7 @@ impl Isolation {
     /// Runs one SQL statement with `psql` in this isolation's schema.
     pub async fn sql(&self, statement: &str) -> Result<String, String> {
         let statement = format!("SET search_path TO \"{}\"; {statement}", self.id);
-        run_async(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-qAt",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                &statement,
-            ],
-        )
-        .await
+        run_async("psql", &psql_args(&statement)).await
     }
 
     pub fn remove_redis_keys(&self) -> Result<usize, String> {
@@ -193,20 +195,7 @@ impl Drop for Isolation {
             failures.push(e);
         }
         let drop_schema = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.id);
-        if let Err(e) = run_sync(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-q",
-                "-c",
-                &drop_schema,
-            ],
-        ) {
+        if let Err(e) = run_sync("psql", &psql_args(&drop_schema)) {
             failures.push(e);
         }
         if let Err(e) = self.remove_redis_keys() {
