@@ -186,6 +186,9 @@ pub async fn post_events(
         }
         index += 1;
     });
+    // The parsed messages hold their own bytes: the body (and the read
+    // buffer it may share with hyper) is not kept while the broker confirms.
+    drop(body);
     let count = match count {
         Ok(count) => count,
         Err(MalformedBody(reason)) => {
