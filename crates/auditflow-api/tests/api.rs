@@ -609,14 +609,14 @@ async fn legacy_single_alert_and_404s() {
 
 /// Publishes `n` messages to `queue` and dead-letters them all with a reason.
 async fn dead_letter(h: &Harness, queue: &str, n: usize, reason: &str) {
-    let messages = (0..n)
+    let messages: Vec<Message> = (0..n)
         .map(|i| Message {
             message_id: format!("{queue}-{i}"),
             payload: format!("{{\"n\": {i}}}").into_bytes().into(),
             headers: Default::default(),
         })
         .collect();
-    h.broker.publish(queue, messages).await.unwrap();
+    h.broker.publish(queue, &messages).await.unwrap();
     let mut sub = h.broker.subscribe(queue, n).await.unwrap();
     let mut got = 0;
     while got < n {

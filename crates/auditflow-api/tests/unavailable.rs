@@ -106,7 +106,7 @@ impl DownBroker {
 
 #[async_trait]
 impl Broker for DownBroker {
-    async fn publish(&self, _: &str, _: Vec<Message>) -> Result<(), BrokerError> {
+    async fn publish(&self, _: &str, _: &[Message]) -> Result<(), BrokerError> {
         Err(self.err())
     }
     async fn subscribe(&self, _: &str, _: usize) -> Result<Box<dyn Subscription>, BrokerError> {

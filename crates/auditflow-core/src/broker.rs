@@ -125,7 +125,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Durably enqueues `messages` on `queue`, in order. Returns only when
     /// all are committed (or confirmed); on error, any subset may be durable,
     /// so callers retry with the same message ids and rely on idempotency.
-    async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), BrokerError>;
+    ///
+    /// The messages are borrowed: a caller that retries keeps its one copy,
+    /// and a backend makes its wire form one message at a time instead of
+    /// holding a second copy of the whole batch until it is durable.
+    async fn publish(&self, queue: &str, messages: &[Message]) -> Result<(), BrokerError>;
 
     /// Starts a competing consumer on `queue` that holds at most `prefetch`
     /// unacked deliveries.

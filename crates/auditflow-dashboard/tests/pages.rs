@@ -85,7 +85,7 @@ impl SwitchableBroker {
 
 #[async_trait]
 impl Broker for SwitchableBroker {
-    async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), BrokerError> {
+    async fn publish(&self, queue: &str, messages: &[Message]) -> Result<(), BrokerError> {
         self.check_down()?;
         self.inner.publish(queue, messages).await
     }

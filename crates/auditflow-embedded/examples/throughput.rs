@@ -88,7 +88,7 @@ async fn run(total: u64) -> Result<[f64; 4], Box<dyn std::error::Error>> {
                         }
                     })
                     .collect();
-                b.publish(Q, batch).await?;
+                b.publish(Q, &batch).await?;
             }
             Ok::<_, auditflow_core::broker::BrokerError>(())
         }));

@@ -315,15 +315,16 @@ impl BrokerInner {
 
 #[async_trait]
 impl Broker for EmbeddedBroker {
-    async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), BrokerError> {
+    async fn publish(&self, queue: &str, messages: &[Message]) -> Result<(), BrokerError> {
         validate_queue(queue)?;
         if messages.is_empty() {
             return Ok(());
         }
         let n = messages.len() as u64;
+        // Our own copy: the queue keeps the messages in memory once committed.
         let rows: Vec<(Message, String)> = messages
-            .into_iter()
-            .map(|m| headers_json(&m.headers).map(|h| (m, h)))
+            .iter()
+            .map(|m| headers_json(&m.headers).map(|h| (m.clone(), h)))
             .collect::<Result<_, _>>()?;
         let q = self.inner.queue(queue);
         {

@@ -15,11 +15,14 @@ async fn delivers_in_fifo_order_across_publishes() {
     let dir = tempfile::tempdir().unwrap();
     let e = open_with(dir.path(), fast());
     let b = e.broker();
-    b.publish(Q, vec![msg("a"), msg("b")]).await.unwrap();
-    b.publish(Q, vec![msg("c")]).await.unwrap();
-    b.publish(Q, (0..5).map(|i| msg(&format!("d{i}"))).collect())
-        .await
-        .unwrap();
+    b.publish(Q, &[msg("a"), msg("b")]).await.unwrap();
+    b.publish(Q, &[msg("c")]).await.unwrap();
+    b.publish(
+        Q,
+        &(0..5).map(|i| msg(&format!("d{i}"))).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
     let mut sub = b.subscribe(Q, 100).await.unwrap();
     let got = next(&mut sub, 100).await;
     assert_eq!(ids(&got), ["a", "b", "c", "d0", "d1", "d2", "d3", "d4"]);
@@ -32,7 +35,7 @@ async fn prefetch_bounds_unacked_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let e = open_with(dir.path(), fast());
     let b = e.broker();
-    b.publish(Q, (0..10).map(|i| msg(&i.to_string())).collect())
+    b.publish(Q, &(0..10).map(|i| msg(&i.to_string())).collect::<Vec<_>>())
         .await
         .unwrap();
     let mut sub = b.subscribe(Q, 3).await.unwrap();
@@ -50,9 +53,7 @@ async fn ack_removes_and_unknown_tags_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let e = open_with(dir.path(), fast());
     let b = e.broker();
-    b.publish(Q, vec![msg("a"), msg("b"), msg("c")])
-        .await
-        .unwrap();
+    b.publish(Q, &[msg("a"), msg("b"), msg("c")]).await.unwrap();
     let mut sub = b.subscribe(Q, 10).await.unwrap();
     let got = next(&mut sub, 10).await;
     sub.ack(&[got[0].tag, got[2].tag]).await.unwrap();
@@ -74,9 +75,7 @@ async fn requeue_returns_to_the_front_in_order_with_counts() {
     let dir = tempfile::tempdir().unwrap();
     let e = open_with(dir.path(), fast());
     let b = e.broker();
-    b.publish(Q, vec![msg("a"), msg("b"), msg("c")])
-        .await
-        .unwrap();
+    b.publish(Q, &[msg("a"), msg("b"), msg("c")]).await.unwrap();
     let mut sub = b.subscribe(Q, 10).await.unwrap();
     let got = next(&mut sub, 2).await;
     assert_eq!(ids(&got), ["a", "b"]);
@@ -100,7 +99,7 @@ async fn delivery_limit_dead_letters_with_reason() {
     };
     let e = open_with(dir.path(), opts);
     let b = e.broker();
-    b.publish(Q, vec![msg("poison"), msg("ok")]).await.unwrap();
+    b.publish(Q, &[msg("poison"), msg("ok")]).await.unwrap();
     let mut sub = b.subscribe(Q, 1).await.unwrap();
     for attempt in 1..=3 {
         let got = next(&mut sub, 1).await;
@@ -134,7 +133,7 @@ async fn delivery_counts_survive_a_restart() {
     {
         let e = open_with(dir.path(), opts.clone());
         let b = e.broker();
-        b.publish(Q, vec![msg("crashy")]).await.unwrap();
+        b.publish(Q, &[msg("crashy")]).await.unwrap();
         let mut sub = b.subscribe(Q, 1).await.unwrap();
         next(&mut sub, 1).await;
         // The consumer "crashes": nothing acked.
@@ -160,7 +159,7 @@ async fn explicit_dead_letter_list_and_redrive() {
     let dir = tempfile::tempdir().unwrap();
     let e = open_with(dir.path(), fast());
     let b = e.broker();
-    b.publish(Q, vec![msg("bad"), msg("worse")]).await.unwrap();
+    b.publish(Q, &[msg("bad"), msg("worse")]).await.unwrap();
     let mut sub = b.subscribe(Q, 10).await.unwrap();
     let got = next(&mut sub, 10).await;
     sub.dead_letter(got[0].tag, "invalid event: field `severity`")
@@ -209,7 +208,10 @@ async fn holding(dir: &std::path::Path, max_queue_depth: u64, count: usize) -> E
         },
     );
     e.broker()
-        .publish(Q, (0..count).map(|i| msg(&i.to_string())).collect())
+        .publish(
+            Q,
+            &(0..count).map(|i| msg(&i.to_string())).collect::<Vec<_>>(),
+        )
         .await
         .unwrap();
     e
@@ -244,7 +246,7 @@ async fn a_publisher_waiting_for_room_is_let_in_when_a_consumer_acks() {
             .unwrap(),
         "two acked, so two fit"
     );
-    b.publish(Q, vec![msg("x"), msg("y")]).await.unwrap();
+    b.publish(Q, &[msg("x"), msg("y")]).await.unwrap();
 }
 
 #[tokio::test]
@@ -252,24 +254,21 @@ async fn publish_over_the_bound_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let e = holding(dir.path(), 5, 4).await;
     let b = e.broker();
-    match b.publish(Q, vec![msg("x"), msg("y")]).await {
+    match b.publish(Q, &[msg("x"), msg("y")]).await {
         Err(BrokerError::Full { queue, depth }) => assert_eq!((queue.as_str(), depth), (Q, 4)),
         other => panic!("expected Full, got {other:?}"),
     }
-    b.publish(Q, vec![msg("4")]).await.unwrap();
+    b.publish(Q, &[msg("4")]).await.unwrap();
     let mut sub = b.subscribe(Q, 10).await.unwrap();
     let got = next(&mut sub, 1).await;
     assert!(
-        b.publish(Q, vec![msg("5")])
-            .await
-            .unwrap_err()
-            .is_transient(),
+        b.publish(Q, &[msg("5")]).await.unwrap_err().is_transient(),
         "unacked counts"
     );
     sub.ack(&tags(&got)).await.unwrap();
-    b.publish(Q, vec![msg("5")]).await.unwrap();
+    b.publish(Q, &[msg("5")]).await.unwrap();
     // Other queues have their own bound.
-    b.publish("audit_alerts", vec![msg("alert")]).await.unwrap();
+    b.publish("audit_alerts", &[msg("alert")]).await.unwrap();
 }
 
 #[tokio::test]
@@ -281,9 +280,9 @@ async fn unacked_messages_survive_reopen_and_acked_ones_do_not() {
         for chunk in 0..4 {
             b.publish(
                 Q,
-                (0..5)
+                &(0..5)
                     .map(|i| msg(&format!("m{:02}", chunk * 5 + i)))
-                    .collect(),
+                    .collect::<Vec<_>>(),
             )
             .await
             .unwrap();
@@ -346,9 +345,9 @@ async fn competing_consumers_get_distinct_messages() {
     for chunk in 0..(total / 10) {
         b.publish(
             Q,
-            (0..10)
+            &(0..10)
                 .map(|i| msg(&(chunk * 10 + i).to_string()))
-                .collect(),
+                .collect::<Vec<_>>(),
         )
         .await
         .unwrap();
@@ -375,9 +374,7 @@ async fn dropping_a_subscription_returns_its_deliveries() {
     let dir = tempfile::tempdir().unwrap();
     let e = open_with(dir.path(), fast());
     let b = e.broker();
-    b.publish(Q, vec![msg("a"), msg("b"), msg("c")])
-        .await
-        .unwrap();
+    b.publish(Q, &[msg("a"), msg("b"), msg("c")]).await.unwrap();
     let mut first = b.subscribe(Q, 2).await.unwrap();
     let mut second = b.subscribe(Q, 10).await.unwrap();
     let taken = next(&mut first, 10).await;
@@ -402,7 +399,7 @@ async fn a_waiting_consumer_is_woken_and_next_batch_is_cancel_safe() {
         (ids(&got), sub)
     });
     tokio::task::yield_now().await;
-    b.publish(Q, vec![msg("wake")]).await.unwrap();
+    b.publish(Q, &[msg("wake")]).await.unwrap();
     let (got, _sub) = waiter.await.unwrap();
     assert_eq!(got, ["wake"]);
 }

@@ -72,7 +72,7 @@ fn child_process_entry_point() {
                     let ids: Vec<String> = (0..8)
                         .map(|k| format!("m-{}", base + (i * 4 + t) * 8 + k))
                         .collect();
-                    b.publish(Q, ids.iter().map(|id| msg(id)).collect())
+                    b.publish(Q, &ids.iter().map(|id| msg(id)).collect::<Vec<_>>())
                         .await
                         .unwrap();
                     say(ids.iter().map(|id| format!("P {id}\n")).collect());

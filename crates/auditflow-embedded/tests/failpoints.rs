@@ -39,12 +39,12 @@ async fn failures_around_commits() {
 
     // Broker: a failed commit is reported and nothing is queued.
     fail::cfg("embedded::broker::before_commit", "1*return").unwrap();
-    let err = b.publish(Q, vec![msg("lost")]).await.unwrap_err();
+    let err = b.publish(Q, &[msg("lost")]).await.unwrap_err();
     assert!(matches!(err, BrokerError::Unavailable(_)), "{err}");
     assert_eq!(b.stats(Q).await.unwrap().ready, 0);
     // A commit whose confirm is lost: the caller sees an error, the message is queued.
     fail::cfg("embedded::broker::after_commit", "1*return").unwrap();
-    assert!(b.publish(Q, vec![msg("kept")]).await.is_err());
+    assert!(b.publish(Q, &[msg("kept")]).await.is_err());
     let mut sub = b.subscribe(Q, 10).await.unwrap();
     assert_eq!(ids(&next(&mut sub, 10).await), ["kept"]);
 

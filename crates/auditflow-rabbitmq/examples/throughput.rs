@@ -36,7 +36,7 @@ async fn run(config: &RabbitConfig, queue: &str) -> Result<(f64, f64), Box<dyn s
         let queue = queue.to_string();
         tasks.push(tokio::spawn(async move {
             for b in 0..BATCHES {
-                let msgs = (0..BATCH)
+                let msgs: Vec<Message> = (0..BATCH)
                     .map(|i| {
                         let n = (p * BATCHES + b) * BATCH + i;
                         Message {
@@ -46,7 +46,7 @@ async fn run(config: &RabbitConfig, queue: &str) -> Result<(f64, f64), Box<dyn s
                         }
                     })
                     .collect();
-                broker.publish(&queue, msgs).await?;
+                broker.publish(&queue, &msgs).await?;
             }
             Ok::<_, auditflow_core::broker::BrokerError>(())
         }));

@@ -18,11 +18,44 @@ use tokio::time::Instant;
 use crate::supervisor::{Live, Shared};
 use crate::topology;
 
-/// One message ready for the wire.
+/// One message ready for the wire (a dead letter or a redriven message,
+/// whose original properties are kept).
 #[derive(Debug, Clone)]
 pub(crate) struct Outgoing {
     pub payload: bytes::Bytes,
     pub properties: BasicProperties,
+}
+
+/// Something [`publish_confirmed`] can send: a body and its AMQP properties.
+///
+/// The properties are made each time the item is sent (lapin takes them by
+/// value), so a batch of [`Message`]s has no second, AMQP-shaped copy held
+/// while its confirms are awaited: only the frames in lapin's send queue.
+pub(crate) trait Wire: Sync {
+    /// The body.
+    fn payload(&self) -> &[u8];
+    /// The properties to send it with.
+    fn properties(&self) -> BasicProperties;
+}
+
+impl Wire for Outgoing {
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    fn properties(&self) -> BasicProperties {
+        self.properties.clone()
+    }
+}
+
+impl Wire for Message {
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    fn properties(&self) -> BasicProperties {
+        properties(self)
+    }
 }
 
 /// Content type of every message we publish.
@@ -93,12 +126,12 @@ pub(crate) fn amqp_int(v: &AMQPValue) -> Option<i64> {
 /// Publishes `items` to `routing_key` through the default exchange, after
 /// making sure the topology of `queue` is declared; returns once every item
 /// is confirmed. `bounded`: a nack means the queue is over its length bound.
-pub(crate) async fn publish_confirmed(
+pub(crate) async fn publish_confirmed<W: Wire>(
     shared: &Shared,
     queue: &str,
     routing_key: &str,
     bounded: bool,
-    items: &[Outgoing],
+    items: &[W],
     deadline: Instant,
 ) -> Result<(), BrokerError> {
     let mut pending: Vec<usize> = (0..items.len()).collect();
@@ -136,8 +169,8 @@ pub(crate) async fn publish_confirmed(
                         mandatory: true,
                         immediate: false,
                     },
-                    &item.payload,
-                    item.properties.clone(),
+                    item.payload(),
+                    item.properties(),
                 )
                 .await;
             match sent {

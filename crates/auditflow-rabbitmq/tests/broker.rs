@@ -283,10 +283,7 @@ async fn max_length_refuses_publish_as_full() {
     assert_eq!(arg(&v.queue("bounded"), "x-max-length").unwrap(), 5);
     let mut outcome = None;
     for i in 0..20 {
-        match b
-            .publish("bounded", vec![msg(&format!("x{i}"), "{}")])
-            .await
-        {
+        match b.publish("bounded", &[msg(&format!("x{i}"), "{}")]).await {
             Ok(()) => continue,
             Err(e) => {
                 outcome = Some(e);
@@ -373,7 +370,7 @@ async fn compat_topology_interoperates_with_python_publisher() {
     // A quorum broker refuses the classic queue instead of misusing it.
     let quorum = broker(&v, Topology::Quorum).await;
     assert!(matches!(
-        quorum.publish("audit_events", vec![msg("z", "{}")]).await,
+        quorum.publish("audit_events", &[msg("z", "{}")]).await,
         Err(BrokerError::Rejected(_))
     ));
     assert!(matches!(
@@ -468,10 +465,10 @@ async fn concurrent_publishers_share_the_channel() {
         let b = b.clone();
         tasks.push(tokio::spawn(async move {
             for batch in 0..5 {
-                let msgs = (0..20)
+                let msgs: Vec<_> = (0..20)
                     .map(|i| msg(&format!("t{t}-b{batch}-{i}"), "{}"))
                     .collect();
-                b.publish("q", msgs).await.unwrap();
+                b.publish("q", &msgs).await.unwrap();
             }
         }));
     }
@@ -516,8 +513,8 @@ async fn reconnects_after_server_closes_connections() {
             for i in 0..200 {
                 let n = if i % 2 == 0 { 1 } else { 10 };
                 let batch: Vec<String> = (0..n).map(|j| format!("s{i:03}-{j}")).collect();
-                let msgs = batch.iter().map(|id| msg(id, "{}")).collect();
-                match b.publish("q", msgs).await {
+                let msgs: Vec<_> = batch.iter().map(|id| msg(id, "{}")).collect();
+                match b.publish("q", &msgs).await {
                     Ok(()) => ok.extend(batch),
                     Err(BrokerError::Unavailable(_)) => failed += 1,
                     Err(e) => panic!("unexpected {e}"),
@@ -613,11 +610,11 @@ async fn unavailable_while_server_unreachable_and_closed_after_close() {
     let b = RabbitBroker::start(config).unwrap();
     assert!(matches!(b.check().await, Err(BrokerError::Unavailable(_))));
     assert!(matches!(
-        b.publish("q", vec![msg("a", "{}")]).await,
+        b.publish("q", &[msg("a", "{}")]).await,
         Err(BrokerError::Unavailable(_))
     ));
     assert!(matches!(
-        b.publish("", vec![msg("a", "{}")]).await,
+        b.publish("", &[msg("a", "{}")]).await,
         Err(BrokerError::Rejected(_))
     ));
     b.close();

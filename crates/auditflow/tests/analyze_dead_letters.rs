@@ -53,7 +53,7 @@ async fn oversize_and_invalid_events_are_dead_lettered_with_a_reason_and_the_res
     ctx.broker
         .publish(
             &queue,
-            vec![
+            &[
                 message("huge", huge.to_string()),
                 message("good-1", good(1).to_string()),
                 message("broken", "{not json".into()),

@@ -180,7 +180,7 @@ async fn publish_all(ctx: &Context, events: &[serde_json::Value]) {
             })
             .collect();
         ctx.broker
-            .publish(&ctx.config.broker.events_queue, messages)
+            .publish(&ctx.config.broker.events_queue, &messages)
             .await
             .expect("publish");
     }

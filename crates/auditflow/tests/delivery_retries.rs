@@ -179,7 +179,7 @@ impl Running {
 
     async fn publish(&self, n: usize) -> Vec<Uuid> {
         let alerts: Vec<Alert> = (0..n).map(|_| sample_alert()).collect();
-        let messages = alerts
+        let messages: Vec<Message> = alerts
             .iter()
             .map(|alert| Message {
                 message_id: alert.alert_id.to_string(),
@@ -189,7 +189,7 @@ impl Running {
             .collect();
         self.ctx
             .broker
-            .publish(&self.ctx.config.broker.alerts_queue, messages)
+            .publish(&self.ctx.config.broker.alerts_queue, &messages)
             .await
             .expect("publish alerts");
         alerts.iter().map(|a| a.alert_id).collect()

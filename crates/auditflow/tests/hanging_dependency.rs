@@ -300,13 +300,13 @@ fn event_message(event_id: Uuid, i: usize) -> Message {
 /// Publishes `n` new events; returns their ids.
 async fn publish_events(ctx: &Context, n: usize, first: usize) -> Vec<Uuid> {
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-    let messages = ids
+    let messages: Vec<Message> = ids
         .iter()
         .enumerate()
         .map(|(i, id)| event_message(*id, first + i))
         .collect();
     ctx.broker
-        .publish(&ctx.config.broker.events_queue, messages)
+        .publish(&ctx.config.broker.events_queue, &messages)
         .await
         .expect("publish events");
     ids
@@ -937,7 +937,7 @@ max_open_duration = "30s"
         ctx.broker
             .publish(
                 &queue,
-                vec![Message {
+                &[Message {
                     message_id: alert.alert_id.to_string(),
                     payload: Bytes::from(alert.to_json_bytes()),
                     headers: Headers::new(),

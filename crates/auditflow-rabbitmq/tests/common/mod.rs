@@ -134,9 +134,9 @@ pub fn ids(d: &[Delivery]) -> Vec<String> {
 }
 
 pub async fn publish(b: &RabbitBroker, q: &str, ids: &[&str]) {
-    let msgs = ids
+    let msgs: Vec<Message> = ids
         .iter()
         .map(|id| msg(id, &format!("{{\"id\":\"{id}\"}}")))
         .collect();
-    b.publish(q, msgs).await.expect("publish");
+    b.publish(q, &msgs).await.expect("publish");
 }

@@ -58,9 +58,8 @@ fn fold(error: PolicyError<BrokerError>) -> BrokerError {
 
 #[async_trait]
 impl Broker for ResilientBroker {
-    async fn publish(&self, queue: &str, messages: Vec<Message>) -> Result<(), BrokerError> {
-        self.run(|| self.inner.publish(queue, messages.clone()))
-            .await
+    async fn publish(&self, queue: &str, messages: &[Message]) -> Result<(), BrokerError> {
+        self.run(|| self.inner.publish(queue, messages)).await
     }
 
     async fn subscribe(

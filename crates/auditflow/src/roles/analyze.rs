@@ -429,7 +429,7 @@ async fn finish(
             ctx,
             "broker",
             |e: &auditflow_core::broker::BrokerError| e.is_transient(),
-            || ctx.broker.publish(queue, messages.clone()),
+            || ctx.broker.publish(queue, &messages),
         )
         .await
         .map_err(|s| s.map_permanent("publishing alerts"))?;

@@ -235,7 +235,8 @@ pub async fn post_events(
     ctx.broker
         .wait_for_room(queue, messages.len(), ctx.config.http.queue_full_wait)
         .await;
-    let result = ctx.broker.publish(queue, messages).await;
+    let result = ctx.broker.publish(queue, &messages).await;
+    drop(messages);
     if let Err(e) = &result {
         fail_all(&spans, &e.to_string());
     }
