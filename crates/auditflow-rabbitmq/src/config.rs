@@ -105,12 +105,14 @@ pub struct RabbitConfig {
     /// Largest AMQP frame we propose, in bytes, unless the URL sets
     /// `frame_max` itself. lapin keeps a send and a receive ring buffer of 32
     /// frames each per connection, so RabbitMQ's own default (128 KiB) costs
-    /// 8 MiB of resident memory per process, and 32 KiB costs 2 MiB. Audit
-    /// events and alerts are a few kilobytes at most; a larger message is
-    /// split into more body frames. Measured with `scripts/bench.py
-    /// --distributed` (2026-12-03, three runs each): peak RSS of analyze 51
-    /// -> 45 MB, notify 29.5 -> 26.5 MB, ingest 49 -> 47 MB, end-to-end
-    /// throughput 14.4-15.5k -> 15.1-15.6k events/s.
+    /// 8 MiB of resident memory per process, 32 KiB costs 2 MiB and 8 KiB
+    /// (the default) 512 KiB. Audit events and alerts are a few kilobytes
+    /// at most; a larger message is split into more body frames. Measured
+    /// with `scripts/bench.py --distributed`: 128 -> 32 KiB (2026-12-03,
+    /// three runs each) peak RSS of analyze 51 -> 45 MB, notify 29.5 -> 26.5
+    /// MB, ingest 49 -> 47 MB, end-to-end throughput 14.4-15.5k ->
+    /// 15.1-15.6k events/s; 32 -> 8 KiB (2026-12-04, one run) analyze 40.8
+    /// -> 39.6 MB, ingest 43.6 -> 42.5 MB, throughput within the noise.
     pub frame_max: u32,
 }
 
@@ -128,7 +130,7 @@ impl Default for RabbitConfig {
             dead_letter_scan_limit: 1000,
             connection_name: "auditflow".to_string(),
             single_active_consumer: Vec::new(),
-            frame_max: 32 * 1024,
+            frame_max: 8 * 1024,
         }
     }
 }
