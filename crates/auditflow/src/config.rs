@@ -215,24 +215,27 @@ pub struct AnalyzeConfig {
 
 impl AnalyzeConfig {
     /// The batch size on `broker` (`backends.broker`): as configured, else
-    /// 4096 on the embedded broker and 512 on RabbitMQ. The embedded
+    /// 4096 on the embedded broker and 1024 on RabbitMQ. The embedded
     /// platform is bound by disk bandwidth, and a larger commit rewrites
     /// each index page it touches once for more events (1024 -> 4096
     /// measured about +30% events/s); on RabbitMQ a larger batch only
     /// raises analyze's memory (4096: peak RSS 57 -> 95 MB) and its tail
-    /// latency, while 512 against 1024 (with the prefetch below) lowered
-    /// analyze's peak RSS from 39-41 to 32 MB at the same end-to-end rate
-    /// (2026-12-04, `scripts/bench.py --distributed`).
+    /// latency, and a smaller one costs throughput: 512 against 1024 (both
+    /// with prefetch 2048) lowered analyze's peak RSS from 35-36 to 32 MB
+    /// but end-to-end throughput by 7% and raised p99 from 9-11 to 19-28 ms
+    /// (2026-12-04, two alternating runs of `scripts/bench.py --distributed`).
     pub fn batch_size_for(&self, broker: &str) -> usize {
         self.batch_size
-            .unwrap_or(if broker == "embedded" { 4096 } else { 512 })
+            .unwrap_or(if broker == "embedded" { 4096 } else { 1024 })
     }
 
     /// Prefetch on `broker`: as configured, else twice the batch size on the
     /// embedded broker (whose queue is in memory anyway) and 2048 on
-    /// RabbitMQ: four batches, so the next ones are already here while one
-    /// is processed (1024 cost about 9% of end-to-end throughput; every
-    /// prefetched delivery costs about 2 KB of memory until its batch).
+    /// RabbitMQ: the next batch is already here while one is processed.
+    /// Every prefetched delivery costs about 2 KB until its batch; 4096
+    /// against 2048 raised analyze's peak RSS from 35-36 to 39-41 MB for no
+    /// measurable throughput (2026-12-04, alternating runs of
+    /// `scripts/bench.py --distributed`).
     pub fn prefetch_for(&self, broker: &str) -> usize {
         self.prefetch.unwrap_or(if broker == "embedded" {
             2 * self.batch_size_for(broker)
@@ -753,7 +756,7 @@ mod tests {
         let mut analyze = AnalyzeConfig::default();
         assert_eq!(analyze.batch_size_for("embedded"), 4096);
         assert_eq!(analyze.prefetch_for("embedded"), 8192);
-        assert_eq!(analyze.batch_size_for("amqp://127.0.0.1/"), 512);
+        assert_eq!(analyze.batch_size_for("amqp://127.0.0.1/"), 1024);
         assert_eq!(analyze.prefetch_for("amqp://127.0.0.1/"), 2048);
         analyze.batch_size = Some(100);
         assert_eq!(analyze.batch_size_for("amqp://127.0.0.1/"), 100);
