@@ -14,15 +14,12 @@
 //!   dead-letter queue with a reason instead of being delivered again, so a
 //!   poison message can never spin.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// Message headers (correlation id, W3C `traceparent`, ingest time, ...).
-pub type Headers = BTreeMap<String, String>;
+pub use crate::headers::Headers;
 
 /// Header carrying the id that ties an event to everything it causes.
 pub const HEADER_CORRELATION_ID: &str = "x-correlation-id";

@@ -15,6 +15,7 @@ pub mod broker;
 #[cfg(feature = "test-support")]
 pub mod conformance;
 pub mod event;
+pub mod headers;
 pub mod nul;
 pub mod store;
 pub mod time;

@@ -79,7 +79,7 @@ async fn run(total: u64) -> Result<[f64; 4], Box<dyn std::error::Error>> {
                 let batch: Vec<Message> = (0..64)
                     .map(|k| {
                         let n = (t * per_task + i) * 64 + k;
-                        let mut headers = std::collections::BTreeMap::new();
+                        let mut headers = auditflow_core::broker::Headers::new();
                         headers.insert("x-correlation-id".to_string(), n.to_string());
                         Message {
                             message_id: n.to_string(),

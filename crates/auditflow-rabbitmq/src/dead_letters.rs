@@ -274,7 +274,7 @@ pub(crate) async fn redrive(shared: &Shared, queue: &str, id: &str) -> Result<bo
             }
             let mut headers = from_field_table(d.properties.headers().as_ref());
             for h in BOOKKEEPING_HEADERS {
-                headers.remove(*h);
+                headers.remove(h);
             }
             let message = Message {
                 message_id: d

@@ -31,7 +31,7 @@ pub fn fast() -> EmbeddedOptions {
 }
 
 pub fn msg(id: &str) -> Message {
-    let mut headers = std::collections::BTreeMap::new();
+    let mut headers = auditflow_core::broker::Headers::new();
     headers.insert("x-correlation-id".to_string(), format!("corr-{id}"));
     Message {
         message_id: id.to_string(),
