@@ -25,6 +25,7 @@ pub mod persist;
 pub mod platform;
 pub mod resilient;
 pub mod roles;
+pub mod serve;
 pub mod server;
 pub mod sli;
 pub mod slo;

@@ -266,15 +266,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
     let server_stop = shutdown.clone();
     tracker.spawn(
         async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
+            crate::serve::serve(listener, app, server_stop).await;
         }
         .instrument(tracing::error_span!("role", role = "http")),
     );
