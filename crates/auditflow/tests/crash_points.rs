@@ -171,7 +171,7 @@ fn start(dir: &Path) -> Running {
 
 async fn publish_all(ctx: &Context, events: &[serde_json::Value]) {
     for chunk in events.chunks(5) {
-        let messages = chunk
+        let messages: Vec<Message> = chunk
             .iter()
             .map(|e| Message {
                 message_id: e["event_id"].as_str().unwrap_or_default().to_string(),
