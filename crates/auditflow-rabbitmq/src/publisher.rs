@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use auditflow_core::broker::{BrokerError, Headers, Message};
-use futures_util::future::join_all;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation};
@@ -153,7 +152,7 @@ pub(crate) async fn publish_confirmed<W: Wire>(
         }
         let mut failed = Vec::new();
         let mut broken = false;
-        let mut confirms = Vec::with_capacity(pending.len());
+        let mut confirms: Vec<(usize, lapin::PublisherConfirm)> = Vec::with_capacity(pending.len());
         for &i in &pending {
             if broken {
                 failed.push(i);
@@ -174,7 +173,7 @@ pub(crate) async fn publish_confirmed<W: Wire>(
                 )
                 .await;
             match sent {
-                Ok(confirm) => confirms.push(async move { (i, confirm.await) }),
+                Ok(confirm) => confirms.push((i, confirm)),
                 Err(e) => {
                     tracing::debug!(queue, error = %e, "publish failed");
                     broken = true;
@@ -182,7 +181,19 @@ pub(crate) async fn publish_confirmed<W: Wire>(
                 }
             }
         }
-        let outcomes = match tokio::time::timeout_at(deadline, join_all(confirms)).await {
+        // In order, one at a time: RabbitMQ confirms in publish order and
+        // lapin settles each confirm from its I/O loop whether or not it is
+        // being awaited, so this takes as long as waiting for all at once,
+        // without `join_all`'s task per confirm (about 1 MB of ingest's
+        // peak heap with 4,000 events in flight).
+        let awaited = async {
+            let mut outcomes = Vec::with_capacity(confirms.len());
+            for (i, confirm) in confirms {
+                outcomes.push((i, confirm.await));
+            }
+            outcomes
+        };
+        let outcomes = match tokio::time::timeout_at(deadline, awaited).await {
             Ok(outcomes) => outcomes,
             Err(_) => return Err(timed_out(shared, queue)),
         };
