@@ -11,7 +11,7 @@ use std::time::Duration;
 use auditflow_core::broker::{BrokerError, Headers, Message};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Confirmation};
+use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use tokio::time::Instant;
 
 use crate::supervisor::{Live, Shared};
@@ -152,7 +152,7 @@ pub(crate) async fn publish_confirmed<W: Wire>(
         }
         let mut failed = Vec::new();
         let mut broken = false;
-        let mut confirms: Vec<(usize, lapin::PublisherConfirm)> = Vec::with_capacity(pending.len());
+        let mut confirms: Vec<(usize, PublisherConfirm)> = Vec::with_capacity(pending.len());
         for &i in &pending {
             if broken {
                 failed.push(i);
@@ -181,45 +181,39 @@ pub(crate) async fn publish_confirmed<W: Wire>(
                 }
             }
         }
-        // In order, one at a time: RabbitMQ confirms in publish order and
-        // lapin settles each confirm from its I/O loop whether or not it is
-        // being awaited, so this takes as long as waiting for all at once,
-        // without `join_all`'s task per confirm (about 1 MB of ingest's
-        // peak heap with 4,000 events in flight).
-        let awaited = async {
-            let mut outcomes = Vec::with_capacity(confirms.len());
-            for (i, confirm) in confirms {
-                outcomes.push((i, confirm.await));
-            }
-            outcomes
-        };
-        let outcomes = match tokio::time::timeout_at(deadline, awaited).await {
-            Ok(outcomes) => outcomes,
-            Err(_) => return Err(timed_out(shared, queue)),
-        };
+        // In order, one at a time, each settled as it comes: RabbitMQ
+        // confirms in publish order and lapin settles each confirm from its
+        // I/O loop whether or not it is being awaited, so this takes as long
+        // as waiting for all at once, without `join_all`'s task per confirm
+        // (about 1 MB of ingest's peak heap with 4,000 events in flight).
         let mut nacked = 0usize;
         let mut unroutable = false;
-        for (i, outcome) in outcomes {
-            match outcome {
-                Ok(Confirmation::Ack(None)) => {}
-                Ok(Confirmation::Ack(Some(_))) => {
-                    unroutable = true;
-                    failed.push(i);
-                }
-                Ok(Confirmation::Nack(_)) => {
-                    nacked += 1;
-                    failed.push(i);
-                }
-                Ok(Confirmation::NotRequested) => {
-                    broken = true;
-                    failed.push(i);
-                }
-                Err(e) => {
-                    tracing::debug!(queue, error = %e, "publish confirm lost");
-                    broken = true;
-                    failed.push(i);
+        let settle_all = async {
+            for (i, confirm) in confirms {
+                match confirm.await {
+                    Ok(Confirmation::Ack(None)) => {}
+                    Ok(Confirmation::Ack(Some(_))) => {
+                        unroutable = true;
+                        failed.push(i);
+                    }
+                    Ok(Confirmation::Nack(_)) => {
+                        nacked += 1;
+                        failed.push(i);
+                    }
+                    Ok(Confirmation::NotRequested) => {
+                        broken = true;
+                        failed.push(i);
+                    }
+                    Err(e) => {
+                        tracing::debug!(queue, error = %e, "publish confirm lost");
+                        broken = true;
+                        failed.push(i);
+                    }
                 }
             }
+        };
+        if tokio::time::timeout_at(deadline, settle_all).await.is_err() {
+            return Err(timed_out(shared, queue));
         }
         if nacked > 0 {
             let error = refused(shared, &live, routing_key, bounded, nacked).await;

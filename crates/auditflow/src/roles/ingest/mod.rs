@@ -236,6 +236,7 @@ pub async fn post_events(
         .wait_for_room(queue, messages.len(), ctx.config.http.queue_full_wait)
         .await;
     let result = ctx.broker.publish(queue, &messages).await;
+    // Freed as soon as the broker has answered, not with the response.
     drop(messages);
     if let Err(e) = &result {
         fail_all(&spans, &e.to_string());
