@@ -64,6 +64,23 @@ pub enum Command {
     },
 }
 
+impl Cli {
+    /// How many threads the async runtime gives this command's tasks
+    /// (see [`crate::config::RuntimeConfig::worker_threads_for`]); `None`
+    /// for the commands that do not serve (the runtime's own default).
+    /// Reads the configuration of a serving command, so a bad one is
+    /// reported before anything starts.
+    pub fn worker_threads(&self) -> anyhow::Result<Option<usize>> {
+        let (serve, single_role) = match &self.command {
+            Command::Up { serve, .. } => (serve, false),
+            Command::Run { serve, .. } => (serve, true),
+            _ => return Ok(None),
+        };
+        let config = load_config(self.config.as_deref(), serve)?;
+        Ok(Some(config.runtime.worker_threads_for(single_role)))
+    }
+}
+
 /// Flags shared by the serving commands; each overrides its config key.
 #[derive(Debug, Clone, Args, Default)]
 pub struct ServeArgs {

@@ -55,6 +55,8 @@ pub struct Config {
     pub slo: BTreeMap<String, crate::slo::SloConfig>,
     /// The monitor role and the heartbeats every process sends it.
     pub monitor: crate::monitor::MonitorConfig,
+    /// The async runtime the process runs on.
+    pub runtime: RuntimeConfig,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             redis: auditflow_redis::RedisConfig::default(),
             slo: crate::slo::default_slos(),
             monitor: crate::monitor::MonitorConfig::default(),
+            runtime: RuntimeConfig::default(),
         }
     }
 }
@@ -428,6 +431,40 @@ fn validate_channels(
     Ok(())
 }
 
+/// The async runtime of a serving process (`auditflow up`, `auditflow run`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Threads that run the process's tasks. Default: see
+    /// [`RuntimeConfig::worker_threads_for`].
+    pub worker_threads: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// The threads a process runs its tasks on: `worker_threads` when set,
+    /// else one for a single role (`auditflow run <role>`) and one per core
+    /// for every role in one process (`auditflow up`).
+    ///
+    /// Why one for a single role: a role process spends its time waiting on
+    /// its backends (RabbitMQ, PostgreSQL and Redis took 3 to 6 times the
+    /// CPU of analyze in the distributed benchmark, where analyze used a
+    /// fifth of a core at 14,000 events/s), and it scales out with replicas,
+    /// not threads. Every extra thread costs a stack, an allocator heap and
+    /// cross-thread wake-ups: measured with `scripts/bench.py --distributed`
+    /// (2026-12-07, alternating runs), one thread instead of one per core
+    /// lowered analyze's peak RSS from 33.9-34.8 to 30.4-31.6 MB and
+    /// ingest's from 28.1-29.0 to 26.3-26.6 MB, at the same throughput.
+    pub fn worker_threads_for(&self, single_role: bool) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            if single_role {
+                1
+            } else {
+                std::thread::available_parallelism().map_or(1, usize::from)
+            }
+        })
+    }
+}
+
 /// Logging settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -518,6 +555,10 @@ impl Config {
                 self.http.max_events_per_request,
             ),
             ("http.max_bytes_in_flight", self.http.max_bytes_in_flight),
+            (
+                "runtime.worker_threads",
+                self.runtime.worker_threads.unwrap_or(1),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Inconsistent {
@@ -749,6 +790,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn worker_threads_default_by_process_and_follow_the_config() {
+        let mut runtime = RuntimeConfig::default();
+        assert_eq!(runtime.worker_threads_for(true), 1);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(runtime.worker_threads_for(false), cores);
+        runtime.worker_threads = Some(3);
+        assert_eq!(runtime.worker_threads_for(true), 3);
+        assert_eq!(runtime.worker_threads_for(false), 3);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditflow.toml");
+        std::fs::write(&path, "[runtime]\nworker_threads = 0\n").unwrap();
+        let err = Config::load(Some(&path), &toml::Table::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.worker_threads"), "{err}");
     }
 
     #[test]
