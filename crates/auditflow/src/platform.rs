@@ -270,7 +270,19 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
         }
         .instrument(tracing::error_span!("role", role = "http")),
     );
-    tracing::info!(%address, ?plan, data_dir = %config.data_dir.display(), "auditflow listening");
+    // Before anyone is told we listen: a SIGTERM that follows the line
+    // below at once must drain us, not kill us (tokio installs a signal's
+    // handler only when its listener is made).
+    let signals = ShutdownSignals::install();
+    let runtime = tokio::runtime::Handle::current();
+    tracing::info!(
+        %address,
+        ?plan,
+        data_dir = %config.data_dir.display(),
+        runtime = ?runtime.runtime_flavor(),
+        worker_threads = runtime.metrics().num_workers(),
+        "auditflow listening"
+    );
     // Machine-readable line for scripts and tests that start us on port 0.
     println!("listening on http://{address}");
 
@@ -289,7 +301,7 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
     }
 
     let reason = tokio::select! {
-        signal = shutdown_signal() => signal,
+        signal = signals.recv() => signal,
         _ = failed.cancelled() => "a role failed",
     };
     tracing::info!(reason, grace = ?config.http.shutdown_grace, "draining");
@@ -315,15 +327,43 @@ pub async fn run(config: Config, plan: Plan) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return "SIGINT";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+/// The signals that drain the process (SIGTERM, SIGINT), listened to from
+/// [`ShutdownSignals::install`] on.
+struct ShutdownSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> ShutdownSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for {name}; it will stop the process without draining");
+                None
+            }
+        };
+        ShutdownSignals {
+            term: listen(SignalKind::terminate(), "SIGTERM"),
+            int: listen(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    /// Waits for the first of them.
+    async fn recv(mut self) -> &'static str {
+        async fn next(listener: &mut Option<tokio::signal::unix::Signal>) {
+            match listener {
+                Some(listener) => {
+                    listener.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = next(&mut self.term) => "SIGTERM",
+            _ = next(&mut self.int) => "SIGINT",
+        }
     }
 }
 
