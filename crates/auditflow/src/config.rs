@@ -451,9 +451,12 @@ impl RuntimeConfig {
     /// fifth of a core at 14,000 events/s), and it scales out with replicas,
     /// not threads. Every extra thread costs a stack, an allocator heap and
     /// cross-thread wake-ups: measured with `scripts/bench.py --distributed`
-    /// (2026-12-07, alternating runs), one thread instead of one per core
-    /// lowered analyze's peak RSS from 33.9-34.8 to 30.4-31.6 MB and
-    /// ingest's from 28.1-29.0 to 26.3-26.6 MB, at the same throughput.
+    /// (2026-12-07, alternating runs on 2 cores), a current-thread runtime
+    /// instead of two workers lowered analyze's peak RSS from 35.1-36.3 to
+    /// 30.0-30.1 MB, ingest's from 28.7-29.2 to 25.8-26.0 MB and notify's
+    /// and api's by about 1 MB, with end to end 14.9k/13.9k events/s
+    /// against 13.9k/13.8k (a multi-thread runtime with one worker gave
+    /// analyze 30.4-31.6 and ingest 26.3-26.6 MB).
     pub fn worker_threads_for(&self, single_role: bool) -> usize {
         self.worker_threads.unwrap_or_else(|| {
             if single_role {
