@@ -51,10 +51,10 @@ impl Slot {
     };
 }
 
-/// A bucket index as stored: exact, as buckets are wider than 2^32 ns
-/// (u64::MAX ns / width < 2^32).
-fn low_bits(index: u64) -> u32 {
-    (index & u64::from(u32::MAX)) as u32
+/// A bucket index as a slot keeps it. Exact: buckets are wider than 2^32
+/// ns, so u64::MAX ns / width < 2^32 (see [`BucketRing::new`]).
+fn stored_index(index: u64) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 /// `n` as a bucket count, saturating.
@@ -106,9 +106,9 @@ impl BucketRing {
         let index = now_nanos / self.width_nanos;
         let len = self.slots.len() as u64;
         let slot = &mut self.slots[(index % len) as usize];
-        if slot.index != low_bits(index) {
+        if slot.index != stored_index(index) {
             *slot = Slot {
-                index: low_bits(index),
+                index: stored_index(index),
                 ..Slot::EMPTY
             };
         }
@@ -129,7 +129,7 @@ impl BucketRing {
         let mut sum = Counts::default();
         for index in now_index.saturating_sub(buckets - 1)..=now_index {
             let slot = &self.slots[(index % len) as usize];
-            if slot.index == low_bits(index) {
+            if slot.index == stored_index(index) {
                 sum.good += u64::from(slot.good);
                 sum.total += u64::from(slot.total);
             }

@@ -65,19 +65,25 @@ pub enum Command {
 }
 
 impl Cli {
-    /// How many threads the async runtime gives this command's tasks
-    /// (see [`crate::config::RuntimeConfig::worker_threads_for`]); `None`
-    /// for the commands that do not serve (the runtime's own default).
-    /// Reads the configuration of a serving command, so a bad one is
-    /// reported before anything starts.
-    pub fn worker_threads(&self) -> anyhow::Result<Option<usize>> {
-        let (serve, single_role) = match &self.command {
-            Command::Up { serve, .. } => (serve, false),
-            Command::Run { serve, .. } => (serve, true),
-            _ => return Ok(None),
-        };
-        let config = load_config(self.config.as_deref(), serve)?;
-        Ok(Some(config.runtime.worker_threads_for(single_role)))
+    /// The configuration of a serving command (`up`, `run`), read before
+    /// the async runtime is built, since the runtime's size is in it; pass
+    /// it on to [`run`]. `None` for the other commands.
+    pub fn serving_config(&self) -> anyhow::Result<Option<Config>> {
+        match &self.command {
+            Command::Up { serve, .. } | Command::Run { serve, .. } => {
+                Ok(Some(load_config(self.config.as_deref(), serve)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// How many threads the async runtime gives this command's tasks (see
+    /// [`crate::config::RuntimeConfig::worker_threads_for`]), from its
+    /// [`Cli::serving_config`]; `None` (the runtime's own default) for the
+    /// commands that do not serve.
+    pub fn worker_threads(&self, config: Option<&Config>) -> Option<usize> {
+        let single_role = matches!(self.command, Command::Run { .. });
+        config.map(|c| c.runtime.worker_threads_for(single_role))
     }
 }
 
@@ -222,12 +228,13 @@ async fn serve_plan(config: Config, plan: Plan) -> anyhow::Result<()> {
     result
 }
 
-/// Runs a parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs a parsed command line; `config` is its [`Cli::serving_config`]
+/// (read here when `None`).
+pub async fn run(cli: Cli, config: Option<Config>) -> anyhow::Result<ExitCode> {
     let file = cli.config.as_deref();
     match cli.command {
         Command::Up { demo, serve } => {
-            let config = load_config(file, &serve)?;
+            let config = config.map_or_else(|| load_config(file, &serve), Ok)?;
             let plan = Plan {
                 demo,
                 ..Plan::everything()
@@ -235,7 +242,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve_plan(config, plan).await?;
         }
         Command::Run { role, serve } => {
-            let config = load_config(file, &serve)?;
+            let config = config.map_or_else(|| load_config(file, &serve), Ok)?;
             let plan = match role {
                 Role::Ingest => Plan {
                     ingest: true,

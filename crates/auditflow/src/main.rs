@@ -22,21 +22,21 @@ static TUNE_ALLOCATOR: extern "C" fn() = {
 
 fn main() -> std::process::ExitCode {
     let cli = auditflow::cli::Cli::parse();
-    let threads = match cli.worker_threads() {
-        Ok(threads) => threads,
+    let config = match cli.serving_config() {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e:#}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let runtime = match runtime(threads) {
+    let runtime = match runtime(cli.worker_threads(config.as_ref())) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(auditflow::cli::run(cli)) {
+    match runtime.block_on(auditflow::cli::run(cli, config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -49,16 +49,14 @@ fn main() -> std::process::ExitCode {
 /// thread is a current-thread runtime: the tasks run on the main thread,
 /// with no worker thread beside it.
 fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    match threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread()
+    if threads == Some(1) {
+        return tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build(),
+            .build();
     }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    builder.enable_all().build()
 }
