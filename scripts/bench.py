@@ -11,7 +11,10 @@ Builds the release binary, then for each of --runs fresh runs:
      analysed (both queues drained); reports events/s end to end;
   3. latency: --latency-seconds of load at --latency-rate events/s with
      alert-firing bursts; p50/p99 from ingest accepting an event to notify
-     storing its alert (the auditflow_ingest_to_alert_seconds histogram);
+     storing its alert (the auditflow_ingest_to_alert_seconds histogram: one
+     sample per alert, so its p99 rests on a few), and from ingest accepting
+     an event to analyze acking it, stored and evaluated (the
+     auditflow_event_analysis_latency_seconds histogram: one per event);
   4. peak RSS (VmHWM) over the whole run.
 Prints each run and the medians. Loopback only; every phase is bounded.
 
@@ -162,12 +165,16 @@ def one_run(args, run):
             # Latency phase on the same process, after the backlog is gone:
             # reset by reading the histogram before and after.
             metrics_before = get(notifier + "/metrics")
+            analyze_before = get(analyzers[0] + "/metrics")
             before_ok = processed_ok(analyzers)
             latency = generate(base, "--rate", str(args.latency_rate), "--duration", f"{args.latency_seconds}s",
                                "--concurrency", "4", "--batch", "1", "--burst-probability", "0.02", "--seed", str(100 + run))
             wait_drained(api, 120, lambda: processed_ok(analyzers) >= before_ok + latency["acknowledged"])
             metrics_after = get(notifier + "/metrics")
+            analyze_after = get(analyzers[0] + "/metrics")
             (p50, p99), count = delta_quantiles(metrics_before, metrics_after)
+            (event_p50, event_p99), event_count = delta_quantiles(
+                analyze_before, analyze_after, "auditflow_event_analysis_latency_seconds")
             peak_rss = {role: proc_status(p.pid, "VmHWM") for role, (p, _) in procs.items()}
             after_rss = {role: proc_status(p.pid, "VmRSS") for role, (p, _) in procs.items()}
         finally:
@@ -192,6 +199,9 @@ def one_run(args, run):
         "alerts_in_latency_phase": count,
         "ingest_to_alert_p50_ms": p50 * 1000,
         "ingest_to_alert_p99_ms": p99 * 1000,
+        "events_in_latency_phase": event_count,
+        "ingest_to_analysed_p50_ms": event_p50 * 1000,
+        "ingest_to_analysed_p99_ms": event_p99 * 1000,
     }
     for role in procs:
         result[f"{role}_idle_rss_mib"] = idle_rss[role]
@@ -200,9 +210,9 @@ def one_run(args, run):
     return result
 
 
-def delta_quantiles(before_text, after_text):
-    """Quantiles of the observations made between two scrapes."""
-    name = "auditflow_ingest_to_alert_seconds"
+def delta_quantiles(before_text, after_text, name="auditflow_ingest_to_alert_seconds"):
+    """p50 and p99 of the observations of histogram `name` made between two
+    scrapes, and their number."""
     def buckets(text):
         out = {}
         for line in text.splitlines():

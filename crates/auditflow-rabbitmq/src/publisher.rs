@@ -57,11 +57,12 @@ impl Wire for Message {
     }
 }
 
-/// Publishes handed to lapin together (see [`publish_confirmed`]). Large
-/// enough that lapin's I/O thread writes many messages per wake-up, small
-/// enough that the window's futures (each holding its properties) stay a few
-/// hundred kilobytes.
-const PUBLISH_WINDOW: usize = 128;
+/// Publishes handed to lapin together (see [`publish_confirmed`]): lapin's
+/// I/O thread then writes a window per wake-up instead of a message. 30 is
+/// the most `join_all` polls in a plain vector, in order, without a task
+/// allocation per future; 128 measured no faster and held about 0.5 MB more
+/// in ingest with eight requests publishing at once.
+const PUBLISH_WINDOW: usize = 30;
 
 /// Content type of every message we publish.
 pub const CONTENT_TYPE: &str = "application/json";
