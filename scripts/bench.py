@@ -15,7 +15,8 @@ Builds the release binary, then for each of --runs fresh runs:
      sample per alert, so its p99 rests on a few), and from ingest accepting
      an event to analyze acking it, stored and evaluated (the
      auditflow_event_analysis_latency_seconds histogram: one per event);
-  4. peak RSS (VmHWM) over the whole run.
+  4. peak RSS (VmHWM) over the whole run, and each process's CPU time per
+     event over the throughput phase.
 Prints each run and the medians. Loopback only; every phase is bounded.
 
 Usage: scripts/bench.py [--runs 3] [--events 300000] [--distributed]
@@ -54,6 +55,14 @@ def proc_status(pid, field):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0  # MiB
     return float("nan")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time the process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_drained(base, deadline_s, done=lambda: True):
@@ -152,6 +161,7 @@ def one_run(args, run):
             time.sleep(1.0)  # let the idle processes settle before measuring idle RSS
             idle_rss = {role: proc_status(p.pid, "VmRSS") for role, (p, _) in procs.items()}
 
+            cpu_before = {role: cpu_seconds(p.pid) for role, (p, _) in procs.items()}
             started = time.monotonic()
             report = generate(base, "--rate", "0", "--count", str(args.events),
                               "--concurrency", str(args.concurrency), "--batch", str(args.batch),
@@ -160,6 +170,10 @@ def one_run(args, run):
             acked = report["acknowledged"]
             drained_at = wait_drained(api, 600, lambda: processed_ok(analyzers) >= acked)
             e2e_rate = acked / (drained_at - started)
+            # CPU per event of each of our processes over the throughput phase:
+            # steadier than events/s on a machine whose speed drifts.
+            cpu_per_event = {role: (cpu_seconds(p.pid) - cpu_before[role]) / max(acked, 1) * 1e6
+                             for role, (p, _) in procs.items()}
             ingest_rate = acked / (sent_done - started)
 
             # Latency phase on the same process, after the backlog is gone:
@@ -175,6 +189,10 @@ def one_run(args, run):
             (p50, p99), count = delta_quantiles(metrics_before, metrics_after)
             (event_p50, event_p99), event_count = delta_quantiles(
                 analyze_before, analyze_after, "auditflow_event_analysis_latency_seconds")
+            # That histogram's buckets are coarse (5, 10, 25 ms): its p99 is
+            # interpolated, but the share under a bucket bound is exact.
+            events_within_10ms = delta_share_within(
+                analyze_before, analyze_after, "auditflow_event_analysis_latency_seconds", "0.01")
             peak_rss = {role: proc_status(p.pid, "VmHWM") for role, (p, _) in procs.items()}
             after_rss = {role: proc_status(p.pid, "VmRSS") for role, (p, _) in procs.items()}
         finally:
@@ -202,7 +220,10 @@ def one_run(args, run):
         "events_in_latency_phase": event_count,
         "ingest_to_analysed_p50_ms": event_p50 * 1000,
         "ingest_to_analysed_p99_ms": event_p99 * 1000,
+        "ingest_to_analysed_within_10ms_pct": events_within_10ms * 100,
     }
+    for role in procs:
+        result[f"{role}_cpu_us_per_event"] = cpu_per_event[role]
     for role in procs:
         result[f"{role}_idle_rss_mib"] = idle_rss[role]
         result[f"{role}_peak_rss_mib"] = peak_rss[role]
@@ -210,9 +231,9 @@ def one_run(args, run):
     return result
 
 
-def delta_quantiles(before_text, after_text, name="auditflow_ingest_to_alert_seconds"):
-    """p50 and p99 of the observations of histogram `name` made between two
-    scrapes, and their number."""
+def histogram_deltas(before_text, after_text, name):
+    """Cumulative bucket counts (by `le`) of the observations of histogram
+    `name` made between two scrapes."""
     def buckets(text):
         out = {}
         for line in text.splitlines():
@@ -221,7 +242,21 @@ def delta_quantiles(before_text, after_text, name="auditflow_ingest_to_alert_sec
                 out[m.group(1)] = int(m.group(2))
         return out
     b, a = buckets(before_text), buckets(after_text)
-    lines = [f'{name}_bucket{{le="{le}"}} {a[le] - b.get(le, 0)}' for le in a]
+    return {le: a[le] - b.get(le, 0) for le in a}
+
+
+def delta_share_within(before_text, after_text, name, le):
+    """Share of the observations between two scrapes at or under bucket bound `le`."""
+    deltas = histogram_deltas(before_text, after_text, name)
+    total = deltas.get("+Inf", 0)
+    return deltas.get(le, 0) / total if total else float("nan")
+
+
+def delta_quantiles(before_text, after_text, name="auditflow_ingest_to_alert_seconds"):
+    """p50 and p99 of the observations of histogram `name` made between two
+    scrapes, and their number."""
+    deltas = histogram_deltas(before_text, after_text, name)
+    lines = [f'{name}_bucket{{le="{le}"}} {count}' for le, count in deltas.items()]
     return histogram_quantiles("\n".join(lines), name, [0.5, 0.99])
 
 
