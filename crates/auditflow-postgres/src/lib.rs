@@ -31,6 +31,7 @@ mod pool;
 mod query;
 pub mod sqlstate;
 mod store;
+pub mod verify;
 mod window;
 
 pub use config::PgConfig;
@@ -38,4 +39,5 @@ pub use error::PgError;
 pub use pool::PgPool;
 pub use query::DEFAULT_PAGE;
 pub use store::PgStore;
+pub use verify::VERIFY_AFTER;
 pub use window::PgWindowState;

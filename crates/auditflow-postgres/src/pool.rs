@@ -4,21 +4,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Hook, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use crate::config::PgConfig;
 use crate::error::PgError;
+use crate::verify::Verifier;
 
 /// A pool of connections to one schema. Cheap to clone.
 ///
 /// Connections are opened lazily, with `statement_timeout`, `search_path`
 /// and `application_name` set at connect (startup options). Each checkout
-/// verifies the connection (deadpool's `RecyclingMethod::Verified`: closed
-/// or unresponsive connections are dropped and replaced), so the pool
-/// recovers by itself after backends are terminated or the server restarts.
-/// Waiting for a connection, opening one and verifying one are each bounded
-/// by `connect_timeout`, and every call as a whole by
+/// checks the connection: a closed one (its backend terminated, the server
+/// restarted) is dropped and replaced, and one idle for longer than
+/// [`crate::VERIFY_AFTER`] or handed out before a call failed transiently is
+/// first verified with a round trip, bounded by `connect_timeout` (see
+/// [`crate::verify`]). So the pool recovers by
+/// itself after backends are terminated or the server restarts. Waiting for
+/// a connection, opening one and verifying one are each bounded by
+/// `connect_timeout`, and every call as a whole by
 /// [`PgConfig::call_timeout`].
 #[derive(Clone)]
 pub struct PgPool {
@@ -28,6 +32,7 @@ pub struct PgPool {
 struct Inner {
     pool: Pool,
     config: PgConfig,
+    verifier: Verifier,
 }
 
 impl std::fmt::Debug for PgPool {
@@ -49,9 +54,12 @@ impl PgPool {
             client_config,
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Verified,
+                // Closed connections only; the verifier does the rest.
+                recycling_method: RecyclingMethod::Fast,
             },
         );
+        let verifier = Verifier::new(config.connect_timeout);
+        let hook = verifier.clone();
         // Last in, first out: the connection just returned is the next one
         // handed out, so a role that makes one call at a time keeps using
         // one connection. Each connection keeps buffers as large as the
@@ -64,6 +72,10 @@ impl PgPool {
             .wait_timeout(Some(config.connect_timeout))
             .create_timeout(Some(config.connect_timeout))
             .recycle_timeout(Some(config.connect_timeout))
+            .post_recycle(Hook::async_fn(move |client, metrics| {
+                let hook = hook.clone();
+                Box::pin(async move { hook.check(client, metrics).await })
+            }))
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| PgError::Config(format!("cannot build the connection pool: {e}")))?;
@@ -71,6 +83,7 @@ impl PgPool {
             inner: Arc::new(Inner {
                 pool,
                 config: config.clone(),
+                verifier,
             }),
         })
     }
@@ -112,9 +125,14 @@ impl PgPool {
             let client = self.get().await?;
             call(client).await
         };
-        tokio::time::timeout(limit, work)
+        let result = tokio::time::timeout(limit, work)
             .await
-            .map_err(|_| PgError::Timeout(what, limit))?
+            .map_err(|_| PgError::Timeout(what, limit))
+            .and_then(|r| r);
+        if result.as_ref().is_err_and(PgError::is_transient) {
+            self.inner.verifier.note_failure();
+        }
+        result
     }
 
     /// Applies pending migrations (see [`crate::migrations`]). Returns the
