@@ -67,17 +67,32 @@ async fn a_connection_silent_since_its_last_use_is_verified_and_replaced() {
     faults.set_blackhole(Direction::Both, true);
     // The condition under test: idle for longer than VERIFY_AFTER.
     tokio::time::sleep(VERIFY_AFTER + Duration::from_millis(200)).await;
-    // The path comes back while the old connection's verification is
-    // unanswered (its bytes were dropped, not delayed).
+    // The path comes back once the old connection's verification has been
+    // swallowed (its bytes dropped, not delayed), before the pool gives up
+    // on it and opens another.
     let heal = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while faults.stats().bytes_blackholed == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let swallowed = faults.stats().bytes_blackholed;
         faults.set_blackhole(Direction::Both, false);
+        swallowed
     });
     let started = Instant::now();
-    let client = pool.get().await.expect("a fresh connection");
-    let second = backend_pid(&client).await;
+    // Bounded: handed the silent connection, the query would wait forever.
+    let second = tokio::time::timeout(config.call_timeout(), async {
+        let client = pool.get().await.expect("a fresh connection");
+        backend_pid(&client).await
+    })
+    .await
+    .expect("the checkout and query waited on the dead connection");
     let took = started.elapsed();
-    heal.await.expect("heal task");
+    let swallowed = heal.await.expect("heal task");
+    assert!(
+        swallowed > 0,
+        "the pool sent nothing on the silent connection"
+    );
     assert_ne!(first, second, "the silent connection was handed out again");
     assert!(
         took < config.call_timeout(),
