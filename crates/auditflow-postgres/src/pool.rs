@@ -18,11 +18,10 @@ use crate::verify::Verifier;
 /// checks the connection: a closed one (its backend terminated, the server
 /// restarted) is dropped and replaced, and one idle for longer than
 /// [`crate::VERIFY_AFTER`] or handed out before a call failed transiently is
-/// first verified with a round trip, bounded by `connect_timeout` (see
-/// [`crate::verify`]). So the pool recovers by
-/// itself after backends are terminated or the server restarts. Waiting for
-/// a connection, opening one and verifying one are each bounded by
-/// `connect_timeout`, and every call as a whole by
+/// first verified with a round trip (see [`crate::verify`]). So the pool
+/// recovers by itself after backends are terminated or the server restarts.
+/// Waiting for a connection, opening one and verifying one are each bounded
+/// by `connect_timeout`, and every call as a whole by
 /// [`PgConfig::call_timeout`].
 #[derive(Clone)]
 pub struct PgPool {
