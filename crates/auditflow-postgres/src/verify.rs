@@ -1,5 +1,5 @@
 //! When a pooled connection is verified with a round trip before it is
-//! handed out: [`Verifier`], deadpool's `post_recycle` hook.
+//! handed out: `Verifier`, deadpool's `post_recycle` hook.
 //!
 //! deadpool's `RecyclingMethod::Verified` sent an empty query at every
 //! checkout: a second statement for PostgreSQL and a wait on every call (at
