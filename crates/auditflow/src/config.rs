@@ -690,6 +690,14 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Loads `text` as the configuration file, without overrides.
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auditflow.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &toml::Table::new())
+    }
+
     #[test]
     fn defaults_are_valid_and_loopback() {
         let config = Config::load(None, &toml::Table::new()).unwrap();
@@ -699,10 +707,7 @@ mod tests {
 
     #[test]
     fn a_wrong_value_names_its_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("auditflow.toml");
-        std::fs::write(&path, "[analyze]\nbatch_size = \"many\"\n").unwrap();
-        let err = Config::load(Some(&path), &toml::Table::new())
+        let err = load_text("[analyze]\nbatch_size = \"many\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("analyze.batch_size"), "{err}");
@@ -738,28 +743,22 @@ mod tests {
 
     #[test]
     fn channel_settings_are_checked_at_load_and_the_smtp_password_never_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("auditflow.toml");
-        let load = |text: &str| {
-            std::fs::write(&path, text).unwrap();
-            Config::load(Some(&path), &toml::Table::new())
-        };
         let email = "[[notify.channels]]\nkind = \"email\"\nname = \"mail\"\n\
                      host = \"smtp.example.com\"\nfrom = \"a@example.com\"\n\
                      to = [\"b@example.com\"]\nusername = \"u\"\npassword = \"s3cret-smtp\"\n";
-        let config = load(email).unwrap();
+        let config = load_text(email).unwrap();
         assert!(matches!(&config.notify.channels[0], ChannelConfig::Email(e) if e.port() == 587));
         assert!(!config.to_toml_masked().contains("s3cret-smtp"));
         assert!(!format!("{config:?}").contains("s3cret-smtp"));
 
-        let err = load(&format!("{email}tls = \"none\"\n"))
+        let err = load_text(&format!("{email}tls = \"none\"\n"))
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("notify.channels") && err.contains("'mail'") && err.contains("tls"),
             "{err}"
         );
-        let err = load(&format!(
+        let err = load_text(&format!(
             "{email}[notify.channels.resilience.retry]\nmax_attempts = 0\n"
         ))
         .unwrap_err()
@@ -768,12 +767,13 @@ mod tests {
             err.contains("'mail'") && err.contains("retry.max_attempts"),
             "{err}"
         );
-        let err =
-            load("[[notify.channels]]\nkind = \"webhook\"\nname = \"store\"\nurl = \"http://x\"\n")
-                .unwrap_err()
-                .to_string();
+        let err = load_text(
+            "[[notify.channels]]\nkind = \"webhook\"\nname = \"store\"\nurl = \"http://x\"\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("'store'"), "{err}");
-        let err = load(
+        let err = load_text(
             "[[notify.channels]]\nkind = \"file\"\nname = \"f\"\n[notify.channels.resilience]\n",
         )
         .unwrap_err()
@@ -786,10 +786,7 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("auditflow.toml");
-        std::fs::write(&path, "[http]\nlisten_addr = \"x\"\n").unwrap();
-        let err = Config::load(Some(&path), &toml::Table::new())
+        let err = load_text("[http]\nlisten_addr = \"x\"\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen_addr"), "{err}");
@@ -805,10 +802,7 @@ mod tests {
         assert_eq!(runtime.worker_threads_for(true), 3);
         assert_eq!(runtime.worker_threads_for(false), 3);
 
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("auditflow.toml");
-        std::fs::write(&path, "[runtime]\nworker_threads = 0\n").unwrap();
-        let err = Config::load(Some(&path), &toml::Table::new())
+        let err = load_text("[runtime]\nworker_threads = 0\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("runtime.worker_threads"), "{err}");
