@@ -169,7 +169,20 @@ pub trait Subscription: Send {
     async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError>;
 
     /// Acknowledges deliveries: their effects are durable, forget them.
+    ///
+    /// A backend may hold acks back for a moment to send several as one
+    /// (RabbitMQ: `ack_delay`); they go out at the latest on the next call
+    /// of this subscription after that moment, or on [`Subscription::flush`].
+    /// An ack held back when the process dies is lost, and its delivery comes
+    /// again: a duplicate for idempotent effects to absorb, never a loss.
     async fn ack(&mut self, tags: &[u64]) -> Result<(), BrokerError>;
+
+    /// Sends the acks held back by [`Subscription::ack`] now; a consumer
+    /// calls it before it stops, so a clean shutdown redelivers nothing it
+    /// acked. Default: nothing is held back.
+    async fn flush(&mut self) -> Result<(), BrokerError> {
+        Ok(())
+    }
 
     /// Returns deliveries to the queue after a transient failure; they count
     /// towards the delivery limit.

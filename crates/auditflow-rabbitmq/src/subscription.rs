@@ -8,6 +8,13 @@
 //! has requeued the deliveries of the lost channel, so their tags become
 //! stale and acking, requeueing or dead-lettering them is a no-op.
 //!
+//! Acks may be held back for `ack_delay` (see [`RabbitConfig::ack_delay`])
+//! and sent together: at light load every delivery is its own batch, and one
+//! `multiple` ack for several of them is one command in the quorum queue's
+//! log instead of several. They go out when `ack_delay` has passed since the
+//! first of them (`next_batch` waits for that moment too), when
+//! `ack_coalesce` of them wait, or on `flush`.
+//!
 //! Tags are `epoch << 40 | delivery_tag`, where the epoch counts the
 //! channels this subscription has consumed on (so the first channel's tags
 //! are RabbitMQ's delivery tags, and tags never collide across channels).
@@ -28,7 +35,7 @@ use lapin::{BasicProperties, Channel, Consumer};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::config::Topology;
+use crate::config::{RabbitConfig, Topology};
 use crate::dead_letters::{publish_dead_letter, stable_id, DELIVERY_LIMIT_REASON};
 use crate::error::classify;
 use crate::publisher::{amqp_int, from_field_table};
@@ -99,6 +106,12 @@ pub struct RabbitSubscription {
     /// at 1.8 MB of analyze's 10.3 MB heap; boxed, the table is 16 bytes a
     /// slot and taking a batch out to ack it moves pointers, not records.
     held: HashMap<u64, Box<Held>>,
+    /// Acked by the caller, not yet sent (see the module docs). Boxed as
+    /// they came out of `held`: moved, not copied.
+    #[allow(clippy::vec_box)]
+    deferred: Vec<Box<Held>>,
+    /// When `deferred` must go out: `ack_delay` after its first ack.
+    flush_at: Option<tokio::time::Instant>,
     stale: HashSet<u64>,
     epoch: u64,
     counter: Arc<AtomicU64>,
@@ -117,6 +130,8 @@ impl RabbitSubscription {
             rx,
             channels: HashMap::new(),
             held: HashMap::new(),
+            deferred: Vec::new(),
+            flush_at: None,
             stale: HashSet::new(),
             epoch: 0,
             counted: 0,
@@ -226,59 +241,12 @@ impl RabbitSubscription {
         self.counted = now;
     }
 
-    fn forget_compat(&self, held: &[Box<Held>]) {
-        for key in held.iter().filter_map(|h| h.key.as_deref()) {
-            self.shared.forget_delivery(&self.queue, key);
-        }
-    }
-}
-
-fn unknown_tags(unknown: &[u64]) -> Result<(), BrokerError> {
-    if unknown.is_empty() {
-        Ok(())
-    } else {
-        Err(BrokerError::Rejected(format!(
-            "unknown delivery tags {unknown:?} (already acked, requeued or from another subscription)"
-        )))
-    }
-}
-
-#[async_trait]
-impl Subscription for RabbitSubscription {
-    async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
-        let max = max.max(1);
-        let mut out = Vec::with_capacity(max.min(64));
-        // `recv` is cancel-safe and nothing after it awaits: a channel
-        // switch taken before a cancellation is already recorded.
-        while out.is_empty() {
-            match self.rx.recv().await {
-                Some(Feed::Channel { epoch, channel }) => self.switch_channel(epoch, channel),
-                Some(Feed::Delivery(incoming)) => out.push(self.accept(incoming)),
-                None => {
-                    return Err(if self.shared.is_closed() {
-                        BrokerError::Closed
-                    } else {
-                        BrokerError::Unavailable(format!("consumer of '{}' stopped", self.queue))
-                    })
-                }
-            }
-        }
-        while out.len() < max {
-            match self.rx.try_recv() {
-                Ok(Feed::Channel { epoch, channel }) => self.switch_channel(epoch, channel),
-                Ok(Feed::Delivery(incoming)) => out.push(self.accept(incoming)),
-                Err(_) => break,
-            }
-        }
-        self.sync_counter();
-        Ok(out)
-    }
-
-    async fn ack(&mut self, tags: &[u64]) -> Result<(), BrokerError> {
-        let (taken, unknown) = self.take(tags);
-        self.forget_compat(&taken);
+    /// Sends the held-back acks: one `multiple` ack per channel where no
+    /// delivery below the highest is still held, else one ack each.
+    async fn send_acks(&mut self) {
+        self.flush_at = None;
         let mut by_epoch: BTreeMap<u64, Vec<Box<Held>>> = BTreeMap::new();
-        for h in taken {
+        for h in std::mem::take(&mut self.deferred) {
             // A delivery of a lost channel is back in the queue: no-op.
             if live(&self.channels, &h) {
                 by_epoch.entry(h.epoch).or_default().push(h);
@@ -314,7 +282,88 @@ impl Subscription for RabbitSubscription {
                 }
             }
         }
+    }
+
+    fn forget_compat(&self, held: &[Box<Held>]) {
+        for key in held.iter().filter_map(|h| h.key.as_deref()) {
+            self.shared.forget_delivery(&self.queue, key);
+        }
+    }
+}
+
+fn unknown_tags(unknown: &[u64]) -> Result<(), BrokerError> {
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(BrokerError::Rejected(format!(
+            "unknown delivery tags {unknown:?} (already acked, requeued or from another subscription)"
+        )))
+    }
+}
+
+#[async_trait]
+impl Subscription for RabbitSubscription {
+    async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
+        let max = max.max(1);
+        let mut out = Vec::with_capacity(max.min(64));
+        // `recv` is cancel-safe and nothing after it awaits: a channel
+        // switch taken before a cancellation is already recorded.
+        while out.is_empty() {
+            let feed = match self.flush_at {
+                Some(at) => tokio::select! {
+                    biased;
+                    feed = self.rx.recv() => feed,
+                    // Nothing came in time to go with the held acks. Once
+                    // polled, the flush has handed every ack to lapin, so a
+                    // cancellation in it loses none.
+                    () = tokio::time::sleep_until(at) => {
+                        self.send_acks().await;
+                        continue;
+                    }
+                },
+                None => self.rx.recv().await,
+            };
+            match feed {
+                Some(Feed::Channel { epoch, channel }) => self.switch_channel(epoch, channel),
+                Some(Feed::Delivery(incoming)) => out.push(self.accept(incoming)),
+                None => {
+                    return Err(if self.shared.is_closed() {
+                        BrokerError::Closed
+                    } else {
+                        BrokerError::Unavailable(format!("consumer of '{}' stopped", self.queue))
+                    })
+                }
+            }
+        }
+        while out.len() < max {
+            match self.rx.try_recv() {
+                Ok(Feed::Channel { epoch, channel }) => self.switch_channel(epoch, channel),
+                Ok(Feed::Delivery(incoming)) => out.push(self.accept(incoming)),
+                Err(_) => break,
+            }
+        }
+        self.sync_counter();
+        Ok(out)
+    }
+
+    async fn ack(&mut self, tags: &[u64]) -> Result<(), BrokerError> {
+        let (taken, unknown) = self.take(tags);
+        self.forget_compat(&taken);
+        if !taken.is_empty() {
+            let config: &RabbitConfig = &self.shared.config;
+            let now = tokio::time::Instant::now();
+            let due = *self.flush_at.get_or_insert(now + config.ack_delay);
+            self.deferred.extend(taken);
+            if self.deferred.len() >= config.ack_coalesce || now >= due {
+                self.send_acks().await;
+            }
+        }
         unknown_tags(&unknown)
+    }
+
+    async fn flush(&mut self) -> Result<(), BrokerError> {
+        self.send_acks().await;
+        Ok(())
     }
 
     async fn requeue(&mut self, tags: &[u64]) -> Result<(), BrokerError> {

@@ -87,7 +87,9 @@ pub async fn run(ctx: Context, rules: Arc<RuleSet>) -> anyhow::Result<()> {
         .batch_size_for(&ctx.config.backends.broker);
     ctx.health.up("analyze");
     tracing::info!(queue, rules = rules.rules().len(), "analyze started");
-    match consume(&ctx, &rules, sub.as_mut(), batch_size).await {
+    let consumed = consume(&ctx, &rules, sub.as_mut(), batch_size).await;
+    super::flush_acks(&ctx, sub.as_mut()).await;
+    match consumed {
         Ok(()) => {
             tracing::info!("analyze stopped");
             Ok(())

@@ -172,6 +172,7 @@ pub async fn run(ctx: Context, channels: Vec<Arc<dyn Channel>>) -> anyhow::Resul
     if drained.is_err() {
         tracing::warn!("notify stopped with deliveries still in flight; they will be redelivered");
     }
+    super::flush_acks(&ctx, sub.as_mut()).await;
     // The retry tasks stop at their next pause; let a round under way record
     // its outcomes, or its claimed retries would wait out their lease
     // (`notify.retry_lease`) after a restart.
