@@ -24,6 +24,15 @@ async fn broker_with(v: &Vhost, ack_delay: Duration, ack_coalesce: usize) -> Rab
         .expect("connects")
 }
 
+/// Publishes `ids` to "q" and takes them on a new subscription (unacked).
+async fn consumed(b: &RabbitBroker, ids: &[&str]) -> (Box<dyn Subscription>, Vec<u64>) {
+    publish(b, "q", ids).await;
+    let mut sub = b.subscribe("q", 10).await.expect("subscribes");
+    let got = take(&mut sub, ids.len(), 10).await;
+    assert_eq!(common::ids(&got), ids);
+    (sub, got.iter().map(|d| d.tag).collect())
+}
+
 /// Acks each delivery with its own call, as a consumer at light load does.
 async fn ack_one_by_one(sub: &mut Box<dyn Subscription>, tags: &[u64]) {
     for tag in tags {
@@ -47,10 +56,7 @@ async fn redelivered(b: &RabbitBroker, queue: &str, ms: u64) -> Vec<String> {
 async fn held_back_acks_go_out_once_their_delay_has_passed() {
     let v = Vhost::new();
     let b = broker_with(&v, Duration::from_millis(300), 64).await;
-    publish(&b, "q", &["a", "b", "c"]).await;
-    let mut sub = b.subscribe("q", 10).await.unwrap();
-    let got = take(&mut sub, 3, 10).await;
-    let tags: Vec<u64> = got.iter().map(|d| d.tag).collect();
+    let (mut sub, tags) = consumed(&b, &["a", "b", "c"]).await;
     ack_one_by_one(&mut sub, &tags).await;
     // Waiting for the next delivery is enough: no other call is made.
     assert!(quiet(&mut sub, 800).await);
@@ -62,18 +68,12 @@ async fn held_back_acks_go_out_once_their_delay_has_passed() {
 async fn held_back_acks_are_lost_with_the_subscription_unless_flushed() {
     let v = Vhost::new();
     let b = broker_with(&v, Duration::from_secs(60), 64).await;
-    publish(&b, "q", &["a", "b", "c"]).await;
-    let mut sub = b.subscribe("q", 10).await.unwrap();
-    let got = take(&mut sub, 3, 10).await;
-    let tags: Vec<u64> = got.iter().map(|d| d.tag).collect();
+    let (mut sub, tags) = consumed(&b, &["a", "b", "c"]).await;
     ack_one_by_one(&mut sub, &tags).await;
     // Dropped within the delay: the acks were never sent, all three come
     // back (a redelivery, which idempotent effects absorb, not a loss).
     drop(sub);
-    let mut sub = b.subscribe("q", 10).await.unwrap();
-    let again = take(&mut sub, 3, 10).await;
-    let mut again_ids = ids(&again);
-    again_ids.sort();
+    let (mut sub, again, again_ids) = resubscribe(&b, "q", 3).await;
     assert_eq!(again_ids, ["a", "b", "c"]);
     assert!(again.iter().all(|d| d.redelivered));
     // Flushed before the drop: nothing comes back.
@@ -88,11 +88,7 @@ async fn held_back_acks_are_lost_with_the_subscription_unless_flushed() {
 async fn acks_go_out_at_once_when_ack_coalesce_of_them_wait() {
     let v = Vhost::new();
     let b = broker_with(&v, Duration::from_secs(60), 3).await;
-    publish(&b, "q", &["a", "b", "c", "d"]).await;
-    let mut sub = b.subscribe("q", 10).await.unwrap();
-    let got = take(&mut sub, 4, 10).await;
-    assert_eq!(ids(&got), ["a", "b", "c", "d"]);
-    let tags: Vec<u64> = got.iter().map(|d| d.tag).collect();
+    let (mut sub, tags) = consumed(&b, &["a", "b", "c", "d"]).await;
     // The third ack sends all three; "d" stays unacked.
     ack_one_by_one(&mut sub, &tags[..3]).await;
     drop(sub);
@@ -105,11 +101,8 @@ async fn a_held_back_multiple_ack_leaves_deliveries_still_held_unacked() {
     // must not go out as one `multiple` ack up to "c", which would ack "b".
     let v = Vhost::new();
     let b = broker_with(&v, Duration::from_millis(100), 64).await;
-    publish(&b, "q", &["a", "b", "c"]).await;
-    let mut sub = b.subscribe("q", 10).await.unwrap();
-    let got = take(&mut sub, 3, 10).await;
-    assert_eq!(ids(&got), ["a", "b", "c"]);
-    ack_one_by_one(&mut sub, &[got[0].tag, got[2].tag]).await;
+    let (mut sub, tags) = consumed(&b, &["a", "b", "c"]).await;
+    ack_one_by_one(&mut sub, &[tags[0], tags[2]]).await;
     assert!(quiet(&mut sub, 400).await);
     drop(sub);
     assert_eq!(redelivered(&b, "q", 500).await, ["b"]);
@@ -119,10 +112,8 @@ async fn a_held_back_multiple_ack_leaves_deliveries_still_held_unacked() {
 async fn without_a_delay_every_ack_goes_out_at_once() {
     let v = Vhost::new();
     let b = broker_with(&v, Duration::ZERO, 64).await;
-    publish(&b, "q", &["a", "b"]).await;
-    let mut sub = b.subscribe("q", 10).await.unwrap();
-    let got = take(&mut sub, 2, 10).await;
-    ack_one_by_one(&mut sub, &[got[0].tag]).await;
+    let (mut sub, tags) = consumed(&b, &["a", "b"]).await;
+    ack_one_by_one(&mut sub, &tags[..1]).await;
     drop(sub);
     assert_eq!(redelivered(&b, "q", 500).await, ["b"]);
 }

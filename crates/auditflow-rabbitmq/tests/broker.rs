@@ -121,10 +121,7 @@ async fn unacked_come_back_after_drop_and_requeue() {
     let got = take(&mut sub, 3, 10).await;
     assert_eq!(ids(&got), ["a", "b", "c"]);
     drop(sub);
-    let mut sub = b.subscribe("q", 10).await.unwrap();
-    let again = take(&mut sub, 3, 10).await;
-    let mut again_ids = ids(&again);
-    again_ids.sort();
+    let (mut sub, again, again_ids) = resubscribe(&b, "q", 3).await;
     assert_eq!(again_ids, ["a", "b", "c"]);
     assert!(again.iter().all(|d| d.redelivered && d.delivery_count == 2));
 

@@ -129,6 +129,20 @@ pub async fn take(sub: &mut Box<dyn Subscription>, n: usize, secs: u64) -> Vec<D
     out
 }
 
+/// A new subscription to `queue` and the `n` deliveries it takes (unacked),
+/// with their ids sorted: what comes back after a drop, in any order.
+pub async fn resubscribe(
+    b: &RabbitBroker,
+    queue: &str,
+    n: usize,
+) -> (Box<dyn Subscription>, Vec<Delivery>, Vec<String>) {
+    let mut sub = b.subscribe(queue, 10).await.expect("subscribes");
+    let got = take(&mut sub, n, 10).await;
+    let mut sorted = ids(&got);
+    sorted.sort();
+    (sub, got, sorted)
+}
+
 pub fn ids(d: &[Delivery]) -> Vec<String> {
     d.iter().map(|d| d.message.message_id.clone()).collect()
 }
