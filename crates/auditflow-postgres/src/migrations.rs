@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "delivery_retries",
         sql: include_str!("../migrations/0002_delivery_retries.sql"),
     },
+    Migration {
+        version: 3,
+        name: "event_json_as_json",
+        sql: include_str!("../migrations/0003_event_json_as_json.sql"),
+    },
 ];
 
 /// Advisory lock (two-key form, so it cannot collide with the single-key

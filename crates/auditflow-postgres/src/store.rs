@@ -37,8 +37,10 @@ const COUNTER_SHARDS: usize = 16;
 ///
 /// - Events: indexed columns for the read API's filters (`ts`, `event_type`,
 ///   `user_id`, `server_hostname`, `severity`, each leading an index that
-///   ends in `(ts, event_id)`), the whole event as `event_json` (JSONB: key
-///   order inside objects is not preserved, values are), and `stored_at`.
+///   ends in `(ts, event_id)`), the whole event as `event_json` (JSON, the
+///   text as AuditFlow serialized it: cheaper to write than JSONB, which
+///   PostgreSQL would parse into its binary form; see migration 0003), and
+///   `stored_at`.
 ///   Text search is `ILIKE '%text%'` (escaped) over `user_id`,
 ///   `server_hostname`, `event_type`, the effective resource and the JSON
 ///   text of `details`, unindexed: it filters while scanning newest first.
@@ -61,7 +63,7 @@ pub struct PgStore {
 const INSERT_EVENTS: &str = "WITH new AS (
     INSERT INTO events (event_id, ts, event_type, user_id, server_hostname, severity,
                         source_service, action_result, resource, event_json, stored_at)
-    SELECT i, t, et, u, h, s, ss, ar, r, j::jsonb, now()
+    SELECT i, t, et, u, h, s, ss, ar, r, j::json, now()
     FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::text[], $9::text[], $10::text[])
          AS x(i, t, et, u, h, s, ss, ar, r, j)

@@ -197,3 +197,68 @@ async fn an_existing_legacy_alerts_table_is_adopted_and_its_rows_read() {
     );
     assert_eq!(listed[1].alert.alert_id, legacy_id);
 }
+
+#[tokio::test]
+async fn events_stored_as_jsonb_before_migration_3_read_back_the_same_after_it() {
+    let db = TestDb::new();
+    let raw = common::raw_client(&db.url, "public").await;
+    // A schema as a build with migrations 1 and 2 left it, holding an event
+    // in the jsonb column.
+    raw.batch_execute(&format!(
+        "CREATE SCHEMA {s}; SET search_path TO {s};
+         CREATE TABLE schema_migrations (
+             version bigint PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());",
+        s = db.schema
+    ))
+    .await
+    .unwrap();
+    for m in &MIGRATIONS[..2] {
+        raw.batch_execute(m.sql).await.unwrap();
+        raw.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[&m.version, &m.name],
+        )
+        .await
+        .unwrap();
+    }
+    let before = login(1, 0);
+    let text = serde_json::to_string(&before).unwrap();
+    raw.execute(
+        "INSERT INTO events (event_id, ts, event_type, user_id, server_hostname, severity,
+                             source_service, action_result, event_json)
+         VALUES ($1, $2, 'user_login', 'attacker_bob', 'prod-web-01', 'WARNING',
+                 'audit-event-generator', 'FAILURE', $3::text::jsonb)",
+        &[&before.event_id, &before.timestamp, &text],
+    )
+    .await
+    .unwrap();
+
+    let store = db.store().await;
+    let column_type: String = raw
+        .query_one(
+            "SELECT data_type::text FROM information_schema.columns
+             WHERE table_schema = $1 AND table_name = 'events' AND column_name = 'event_json'",
+            &[&db.schema],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(column_type, "json");
+    let stored = store.event(before.event_id).await.unwrap().expect("kept");
+    assert_eq!(stored.event, before);
+    // Events written after the migration sit beside it, and text search
+    // still looks into `details` of both.
+    let after = login(2, 1);
+    assert_eq!(store.insert_events(std::slice::from_ref(&after)).await.unwrap(), 1);
+    let found = store
+        .events(&auditflow_core::store::EventQuery {
+            text: Some("incorrect pass".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = found.items.iter().map(|e| e.event.event_id).collect();
+    assert_eq!(ids, [after.event_id, before.event_id]);
+}

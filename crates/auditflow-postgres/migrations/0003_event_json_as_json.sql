@@ -1,0 +1,13 @@
+-- 0003: events.event_json becomes json (the text, validated) instead of
+-- jsonb (a parsed binary form). Each event is written once and read back
+-- whole; building the jsonb form was a fifth of PostgreSQL's cost of an
+-- event insert (measured 2026-12-07, PostgreSQL 15, batches of 100 rows
+-- into the events table with its six indexes: 29-34 us/row with jsonb,
+-- 25-26 with json, 24-26 with text). json also keeps the event exactly as
+-- AuditFlow wrote it, key order included. Text search of `details`
+-- (`event_json -> 'details'`) works on json as on jsonb.
+--
+-- The ALTER rewrites the table under an exclusive lock: on an existing
+-- deployment, writers wait (analyze retries) for as long as the rewrite
+-- takes, roughly the time to copy the table.
+ALTER TABLE events ALTER COLUMN event_json TYPE json USING event_json::json;
