@@ -10,6 +10,7 @@ use std::io::IsTerminal;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
@@ -425,9 +426,12 @@ async fn send_batch(shared: Arc<Shared>, items: Vec<Item>, permit: OwnedSemaphor
             Outcome::Acknowledged => {
                 stats.acknowledged += n;
                 if shared.record_acked {
-                    stats
-                        .acked_ids
-                        .extend(items.iter().filter_map(Item::event_id).map(str::to_string));
+                    stats.acked_ids.extend(
+                        items
+                            .iter()
+                            .filter_map(Item::event_id)
+                            .map(|id| id.to_string()),
+                    );
                 }
             }
             Outcome::Rejected => stats.rejected += n,
@@ -442,21 +446,22 @@ async fn send_batch(shared: Arc<Shared>, items: Vec<Item>, permit: OwnedSemaphor
     shared.progress.set_message(message);
 }
 
-/// The request body: the items' texts as one JSON array.
-pub(crate) fn batch_body(items: &[Item]) -> String {
-    let mut body = String::with_capacity(items.len() * 400 + 2);
-    body.push('[');
+/// The request body: the items' texts as one JSON array. `Bytes`, so a
+/// retry re-sends it without copying it.
+pub(crate) fn batch_body(items: &[Item]) -> Bytes {
+    let mut body = Vec::with_capacity(items.len() * 400 + 2);
+    body.push(b'[');
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
-            body.push(',');
+            body.push(b',');
         }
-        body.push_str(&item.body());
+        item.write_body(&mut body);
     }
-    body.push(']');
-    body
+    body.push(b']');
+    Bytes::from(body)
 }
 
-async fn send_with_retries(shared: &Shared, body: String) -> Outcome {
+async fn send_with_retries(shared: &Shared, body: Bytes) -> Outcome {
     for attempt in 1..=shared.max_attempts {
         let mut request = shared
             .client

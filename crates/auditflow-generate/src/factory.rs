@@ -3,12 +3,13 @@
 //! A [`Factory`] is pure apart from its RNG: given the same seed, the same
 //! [`FactoryConfig`] and the same sequence of `now` arguments it yields the
 //! same items, so a load run can be replayed with `--seed`. Items are
-//! [`Item::Valid`] JSON values in the generator's flat format (see
-//! `/work/shared/compat/event-*.json`) or [`Item::Malformed`] raw bodies that
-//! an ingest endpoint must refuse.
+//! [`Item::Valid`] typed events ([`GeneratedEvent`]) that serialize to the
+//! generator's flat format (see `/work/shared/compat/event-*.json`) or
+//! [`Item::Malformed`] raw bodies that an ingest endpoint must refuse.
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -17,7 +18,10 @@ use rand::distr::Distribution;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::generated::{Details, GeneratedEvent, Rfc3339Micros};
 
 /// `source_service` of every generated event.
 pub const SOURCE_SERVICE: &str = "audit-event-generator";
@@ -345,7 +349,7 @@ impl MalformedKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     /// A valid event in the generator's format.
-    Valid(Value),
+    Valid(GeneratedEvent),
     /// A body an ingest endpoint must refuse.
     Malformed {
         /// The raw item text (possibly not JSON).
@@ -358,9 +362,17 @@ pub enum Item {
 impl Item {
     /// The item's JSON text, as it goes on the wire.
     pub fn body(&self) -> String {
+        let mut out = Vec::new();
+        self.write_body(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Appends the item's wire text to `out` (without an intermediate
+    /// string per item).
+    pub fn write_body(&self, out: &mut Vec<u8>) {
         match self {
-            Item::Valid(value) => value.to_string(),
-            Item::Malformed { body, .. } => body.clone(),
+            Item::Valid(event) => event.write_json(out),
+            Item::Malformed { body, .. } => out.extend_from_slice(body.as_bytes()),
         }
     }
 
@@ -370,9 +382,9 @@ impl Item {
     }
 
     /// The `event_id` of a valid item.
-    pub fn event_id(&self) -> Option<&str> {
+    pub fn event_id(&self) -> Option<Uuid> {
         match self {
-            Item::Valid(value) => value.get("event_id").and_then(Value::as_str),
+            Item::Valid(event) => Some(event.event_id),
             Item::Malformed { .. } => None,
         }
     }
@@ -448,7 +460,7 @@ impl FactoryConfig {
 
 /// Formats a timestamp as the generator does: RFC 3339, microseconds, `Z`.
 pub fn format_timestamp(ts: &DateTime<Utc>) -> String {
-    ts.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    Rfc3339Micros(ts).to_string()
 }
 
 /// A seeded source of [`Item`]s.
@@ -457,7 +469,7 @@ pub struct Factory {
     rng: ChaCha8Rng,
     config: FactoryConfig,
     kinds: WeightedIndex<u32>,
-    pending: VecDeque<Value>,
+    pending: VecDeque<GeneratedEvent>,
     bursts: u64,
 }
 
@@ -494,8 +506,8 @@ impl Factory {
     /// item is malformed with `malformed_ratio`, starts a burst with
     /// `burst_probability`, or is one event drawn from the mix.
     pub fn next_item(&mut self, now: DateTime<Utc>) -> Item {
-        if let Some(value) = self.pending.pop_front() {
-            return Item::Valid(value);
+        if let Some(event) = self.pending.pop_front() {
+            return Item::Valid(event);
         }
         if self.config.malformed_ratio > 0.0 && self.rng.random_bool(self.config.malformed_ratio) {
             return self.malformed(now);
@@ -504,8 +516,8 @@ impl Factory {
             && self.rng.random_bool(self.config.burst_probability)
         {
             self.pending = self.burst(now).into();
-            if let Some(value) = self.pending.pop_front() {
-                return Item::Valid(value);
+            if let Some(event) = self.pending.pop_front() {
+                return Item::Valid(event);
             }
         }
         let kind = EventKind::ALL[self.kinds.sample(&mut self.rng)];
@@ -514,15 +526,15 @@ impl Factory {
 
     /// A failed-login burst: `burst_min..=burst_max` `user_login` failures for
     /// one user and host, 1 to 5 seconds apart, the last one at `now`.
-    pub fn burst(&mut self, now: DateTime<Utc>) -> Vec<Value> {
+    pub fn burst(&mut self, now: DateTime<Utc>) -> Vec<GeneratedEvent> {
         self.bursts += 1;
         let size = self
             .rng
             .random_range(self.config.burst_min..=self.config.burst_max);
-        let user = self.pick(USERS).to_string();
-        let host = self.pick(HOSTNAMES).to_string();
+        let user = self.pick(USERS);
+        let host = self.pick(HOSTNAMES);
         let ip = self.ip_address();
-        let protocol = self.pick(PROTOCOLS).to_string();
+        let protocol = self.pick(PROTOCOLS);
         let mut offsets = Vec::with_capacity(size as usize);
         let mut back = ChronoDuration::zero();
         for _ in 0..size {
@@ -538,18 +550,22 @@ impl Factory {
                 self.envelope(
                     EventKind::UserLogin,
                     ts,
-                    &host,
-                    &user,
+                    host,
+                    user,
                     "WARNING",
                     "FAILURE",
-                    json!({"reason": reason, "ip_address": ip, "protocol": protocol}),
+                    Details::LoginFailure {
+                        reason,
+                        ip_address: ip,
+                        protocol,
+                    },
                 )
             })
             .collect()
     }
 
     /// One valid event of `kind` at `now`.
-    pub fn event(&mut self, kind: EventKind, now: DateTime<Utc>) -> Value {
+    pub fn event(&mut self, kind: EventKind, now: DateTime<Utc>) -> GeneratedEvent {
         let host = self.pick(HOSTNAMES);
         let user = self.pick(USERS);
         let (severity, result, details) = match kind {
@@ -561,13 +577,20 @@ impl Factory {
                     (
                         "WARNING",
                         "FAILURE",
-                        json!({"reason": reason, "ip_address": ip, "protocol": protocol}),
+                        Details::LoginFailure {
+                            reason,
+                            ip_address: ip,
+                            protocol,
+                        },
                     )
                 } else {
                     (
                         "INFO",
                         "SUCCESS",
-                        json!({"ip_address": ip, "protocol": protocol}),
+                        Details::LoginSuccess {
+                            ip_address: ip,
+                            protocol,
+                        },
                     )
                 }
             }
@@ -577,13 +600,20 @@ impl Factory {
                     (
                         "ERROR",
                         "FAILURE",
-                        json!({"command": command, "run_as": "root", "reason": "user is not in the sudoers file"}),
+                        Details::SudoRefused {
+                            command,
+                            run_as: "root",
+                            reason: "user is not in the sudoers file",
+                        },
                     )
                 } else {
                     (
                         if risky { "WARNING" } else { "INFO" },
                         "SUCCESS",
-                        json!({"command": command, "run_as": "root"}),
+                        Details::Sudo {
+                            command,
+                            run_as: "root",
+                        },
                     )
                 }
             }
@@ -594,45 +624,60 @@ impl Factory {
                 } else {
                     self.pick(ORDINARY_PATHS)
                 };
-                let old = format!("{:08x}", self.rng.random::<u32>());
-                let new = format!("{:08x}", self.rng.random::<u32>());
-                let size_change: i64 = self.rng.random_range(-4096..=4096);
+                let old_checksum = self.rng.random::<u32>();
+                let new_checksum = self.rng.random::<u32>();
+                let size_change_bytes: i64 = self.rng.random_range(-4096..=4096);
                 (
                     if sensitive { "CRITICAL" } else { "INFO" },
                     "MODIFIED",
-                    json!({
-                        "resource": path,
-                        "old_checksum": old,
-                        "new_checksum": new,
-                        "size_change_bytes": size_change,
-                    }),
+                    Details::FileModified {
+                        resource: path,
+                        old_checksum,
+                        new_checksum,
+                        size_change_bytes,
+                    },
                 )
             }
             EventKind::ServiceStatusChange => {
                 let service = self.pick(SERVICES);
                 if self.rng.random_bool(0.5) {
-                    ("INFO", "STARTED", json!({"service_name": service}))
+                    (
+                        "INFO",
+                        "STARTED",
+                        Details::ServiceStatus {
+                            service_name: service,
+                        },
+                    )
                 } else {
                     let severity = if self.rng.random_bool(0.5) {
                         "WARNING"
                     } else {
                         "ERROR"
                     };
-                    (severity, "STOPPED", json!({"service_name": service}))
+                    (
+                        severity,
+                        "STOPPED",
+                        Details::ServiceStatus {
+                            service_name: service,
+                        },
+                    )
                 }
             }
             EventKind::UserAccountManagement => {
                 let target = self.pick(NEW_ACCOUNTS);
                 let privileged = self.rng.random_bool(0.2);
-                let groups = if privileged {
-                    json!(["users", "sudo"])
+                let groups: &'static [&'static str] = if privileged {
+                    &["users", "sudo"]
                 } else {
-                    json!(["users"])
+                    &["users"]
                 };
                 (
                     if privileged { "WARNING" } else { "INFO" },
                     "CREATED",
-                    json!({"target_user": target, "groups": groups}),
+                    Details::AccountCreated {
+                        target_user: target,
+                        groups,
+                    },
                 )
             }
         };
@@ -648,7 +693,7 @@ impl Factory {
     /// A malformed item of `kind`.
     pub fn malformed_of(&mut self, kind: MalformedKind, now: DateTime<Utc>) -> Item {
         let event_kind = EventKind::ALL[self.kinds.sample(&mut self.rng)];
-        let mut value = self.event(event_kind, now);
+        let mut value = self.event(event_kind, now).to_value();
         let body = match kind {
             MalformedKind::InvalidJson => {
                 let text = value.to_string();
@@ -739,40 +784,33 @@ impl Factory {
         &mut self,
         kind: EventKind,
         ts: DateTime<Utc>,
-        host: &str,
-        user: &str,
-        severity: &str,
-        result: &str,
-        details: Value,
-    ) -> Value {
-        let mut obj = Map::new();
-        obj.insert("event_id".into(), json!(self.uuid_v4()));
-        obj.insert("timestamp".into(), json!(format_timestamp(&ts)));
-        obj.insert("source_service".into(), json!(SOURCE_SERVICE));
-        obj.insert("server_hostname".into(), json!(host));
-        obj.insert("event_type".into(), json!(kind.as_str()));
-        obj.insert("severity".into(), json!(severity));
-        obj.insert("user_id".into(), json!(user));
-        obj.insert("action_result".into(), json!(result));
-        obj.insert("details".into(), details);
-        Value::Object(obj)
+        host: &'static str,
+        user: &'static str,
+        severity: &'static str,
+        result: &'static str,
+        details: Details,
+    ) -> GeneratedEvent {
+        GeneratedEvent {
+            event_id: uuid::Builder::from_random_bytes(self.rng.random()).into_uuid(),
+            timestamp: ts,
+            source_service: SOURCE_SERVICE,
+            server_hostname: host,
+            event_type: kind,
+            severity,
+            user_id: user,
+            action_result: result,
+            details,
+        }
     }
 
-    fn uuid_v4(&mut self) -> String {
-        uuid::Builder::from_random_bytes(self.rng.random())
-            .into_uuid()
-            .to_string()
-    }
-
-    fn ip_address(&mut self) -> String {
+    fn ip_address(&mut self) -> Ipv4Addr {
         match self.rng.random_range(0..3) {
-            0 => format!("192.168.1.{}", self.rng.random_range(2..=254)),
-            1 => format!(
-                "10.0.{}.{}",
-                self.rng.random_range(0..=255),
-                self.rng.random_range(2..=254)
-            ),
-            _ => format!("203.0.113.{}", self.rng.random_range(2..=254)),
+            0 => Ipv4Addr::new(192, 168, 1, self.rng.random_range(2..=254)),
+            1 => {
+                let third = self.rng.random();
+                Ipv4Addr::new(10, 0, third, self.rng.random_range(2..=254))
+            }
+            _ => Ipv4Addr::new(203, 0, 113, self.rng.random_range(2..=254)),
         }
     }
 

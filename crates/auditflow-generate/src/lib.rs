@@ -30,10 +30,12 @@
 
 pub mod driver;
 pub mod factory;
+pub mod generated;
 pub mod pacing;
 pub mod report;
 
 pub use driver::{demo_options, run, GenerateError, GenerateOptions, DEFAULT_URL};
 pub use factory::{ConfigError, EventKind, Factory, FactoryConfig, Item, MalformedKind, Mix};
+pub use generated::{Details, GeneratedEvent};
 pub use pacing::Pacer;
 pub use report::{Latency, Report, StopReason};

@@ -8,7 +8,7 @@ use auditflow_generate::factory::{
     format_timestamp, HOSTNAMES, SENSITIVE_PATHS, SOURCE_SERVICE, USERS,
 };
 use auditflow_generate::{
-    ConfigError, EventKind, Factory, FactoryConfig, Item, MalformedKind, Mix,
+    ConfigError, EventKind, Factory, FactoryConfig, GeneratedEvent, Item, MalformedKind, Mix,
 };
 use auditflow_rules::{AlertContext, RuleSet};
 use chrono::{DateTime, Duration, Utc};
@@ -59,6 +59,11 @@ fn noisy_config() -> FactoryConfig {
     }
 }
 
+/// An event as it goes on the wire, parsed back.
+fn wire(event: GeneratedEvent) -> Value {
+    serde_json::from_str(&Item::Valid(event).body()).unwrap()
+}
+
 fn keys(value: &Value) -> BTreeSet<String> {
     value.as_object().unwrap().keys().cloned().collect()
 }
@@ -86,8 +91,10 @@ fn valid_items_pass_and_malformed_items_fail_validation() {
     let mut valid = 0;
     for item in &all {
         match item {
-            Item::Valid(value) => {
+            Item::Valid(event) => {
                 valid += 1;
+                let value = wire(event.clone());
+                assert_eq!(value, event.to_value());
                 let parsed =
                     Event::from_value(value.clone()).unwrap_or_else(|e| panic!("{e}: {value}"));
                 assert!(!parsed.id_assigned);
@@ -142,7 +149,7 @@ fn events_look_like_the_compat_samples() {
         ..FactoryConfig::default()
     };
     let mut factory = Factory::new(config, 1).unwrap();
-    let login = factory.event(EventKind::UserLogin, t0());
+    let login = wire(factory.event(EventKind::UserLogin, t0()));
     assert_eq!(keys(&login), keys(&login_sample));
     assert_eq!(keys(&login["details"]), keys(&login_sample["details"]));
     assert_eq!(login["severity"], "WARNING");
@@ -156,7 +163,7 @@ fn events_look_like_the_compat_samples() {
     let sample_order: Vec<_> = login_sample.as_object().unwrap().keys().collect();
     assert_eq!(order, sample_order);
 
-    let file = factory.event(EventKind::FileModified, t0());
+    let file = wire(factory.event(EventKind::FileModified, t0()));
     assert_eq!(keys(&file), keys(&file_sample));
     assert_eq!(keys(&file["details"]), keys(&file_sample["details"]));
     assert_eq!(file["severity"], "CRITICAL");
@@ -174,7 +181,7 @@ fn events_look_like_the_compat_samples() {
     .map(|(kind, name)| {
         let seen = (0..200)
             .map(|_| {
-                let event = factory.event(kind, t0());
+                let event = wire(factory.event(kind, t0()));
                 assert_eq!(event["event_type"], name);
                 event["action_result"].as_str().unwrap().to_string()
             })
@@ -208,7 +215,7 @@ fn bursts_are_three_or_more_failures_for_one_user_and_host_within_60s() {
         assert!(burst.len() >= 3, "{}", burst.len());
         let events: Vec<Event> = burst
             .into_iter()
-            .map(|v| Event::from_value(v).unwrap().event)
+            .map(|v| Event::from_value(wire(v)).unwrap().event)
             .collect();
         let first = &events[0];
         for e in &events {
@@ -241,7 +248,7 @@ async fn a_burst_fires_anly_sec_001() {
     let events: Vec<Event> = items(&mut factory, 1_000)
         .into_iter()
         .map(|item| match item {
-            Item::Valid(v) => Event::from_value(v).unwrap().event,
+            Item::Valid(v) => Event::from_value(wire(v)).unwrap().event,
             Item::Malformed { .. } => panic!("no malformed items configured"),
         })
         .collect();
@@ -281,6 +288,7 @@ fn the_mix_follows_the_weights() {
         let Item::Valid(v) = item else {
             panic!("no malformed items configured")
         };
+        let v = wire(v);
         let kind = v["event_type"].as_str().unwrap().to_string();
         if kind == "user_login" {
             logins += 1;
@@ -315,6 +323,7 @@ fn the_mix_follows_the_weights() {
     );
     for item in items(&mut only_files.unwrap(), 100) {
         let Item::Valid(v) = item else { panic!() };
+        let v = wire(v);
         assert_eq!(v["event_type"], "file_modified");
     }
 }

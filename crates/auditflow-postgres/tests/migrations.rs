@@ -250,7 +250,13 @@ async fn events_stored_as_jsonb_before_migration_3_read_back_the_same_after_it()
     // Events written after the migration sit beside it, and text search
     // still looks into `details` of both.
     let after = login(2, 1);
-    assert_eq!(store.insert_events(std::slice::from_ref(&after)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .insert_events(std::slice::from_ref(&after))
+            .await
+            .unwrap(),
+        1
+    );
     let found = store
         .events(&auditflow_core::store::EventQuery {
             text: Some("incorrect pass".into()),
