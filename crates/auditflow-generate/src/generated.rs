@@ -47,11 +47,6 @@ pub struct GeneratedEvent {
 }
 
 impl GeneratedEvent {
-    /// The event's `event_id` as text.
-    pub fn id_text(&self) -> String {
-        self.event_id.to_string()
-    }
-
     /// The event as a JSON value (for tests and for the malformed items
     /// derived from valid ones).
     pub fn to_value(&self) -> Value {
