@@ -13,45 +13,27 @@ use resilience::{ErrorClass, Policy, PolicyError};
 
 use auditflow_core::broker::{Broker, BrokerError, DeadLetter, Message, QueueStats, Subscription};
 
-use super::recovery::{RecoveryProbe, CHECK_INTERVAL};
-
-/// A [`Broker`] whose calls go through the `broker` policy. A call refused
-/// by the open breaker checks, at most every 250 ms, whether the broker is
-/// back, and if so is retried as the breaker's half-open probe (see
-/// [`super::recovery`]).
+/// A [`Broker`] whose calls go through the `broker` policy.
 pub struct ResilientBroker {
     inner: Arc<dyn Broker>,
     policy: Policy,
-    recovery: RecoveryProbe,
 }
 
 impl ResilientBroker {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Broker>, policy: Policy) -> Self {
-        ResilientBroker {
-            inner,
-            policy,
-            recovery: RecoveryProbe::new(CHECK_INTERVAL),
-        }
+        ResilientBroker { inner, policy }
     }
 
-    async fn run<T, F, Fut>(&self, mut op: F) -> Result<T, BrokerError>
+    async fn run<T, F, Fut>(&self, op: F) -> Result<T, BrokerError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, BrokerError>>,
     {
-        let result = match self.policy.call_classified(&mut op, classify).await {
-            Err(PolicyError::CircuitOpen { .. })
-                if self
-                    .recovery
-                    .after_refusal(&self.policy, || self.inner.check())
-                    .await =>
-            {
-                self.policy.call_classified(op, classify).await
-            }
-            result => result,
-        };
-        result.map_err(fold)
+        self.policy
+            .call_classified(op, classify)
+            .await
+            .map_err(fold)
     }
 }
 

@@ -14,7 +14,6 @@
 mod broker;
 mod observer;
 pub mod policies;
-mod recovery;
 mod store;
 mod windows;
 

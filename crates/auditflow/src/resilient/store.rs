@@ -15,18 +15,11 @@ use auditflow_core::store::{
     StoredAlert, StoredEvent,
 };
 
-use super::recovery::{RecoveryProbe, CHECK_INTERVAL};
-
 /// A [`Store`] whose every call goes through the `store` policy.
-///
-/// A call refused by the open breaker checks, at most every 250 ms, whether
-/// the store is back, and if so is retried as the breaker's half-open probe
-/// (see [`super::recovery`]).
 pub struct ResilientStore {
     inner: Arc<dyn Store>,
     policy: Policy,
     durations: Option<QueryDurations>,
-    recovery: RecoveryProbe,
 }
 
 /// `auditflow_store_query_duration_seconds`, by operation.
@@ -43,7 +36,6 @@ impl ResilientStore {
             inner,
             policy,
             durations: None,
-            recovery: RecoveryProbe::new(CHECK_INTERVAL),
         }
     }
 
@@ -58,24 +50,17 @@ impl ResilientStore {
         &self.policy
     }
 
-    async fn run<T, F, Fut>(&self, operation: &'static str, mut op: F) -> Result<T, StoreError>
+    async fn run<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let started = std::time::Instant::now();
-        let result = match self.policy.call_classified(&mut op, classify).await {
-            Err(PolicyError::CircuitOpen { .. })
-                if self
-                    .recovery
-                    .after_refusal(&self.policy, || self.inner.check())
-                    .await =>
-            {
-                self.policy.call_classified(op, classify).await
-            }
-            result => result,
-        }
-        .map_err(fold);
+        let result = self
+            .policy
+            .call_classified(op, classify)
+            .await
+            .map_err(fold);
         if let Some(durations) = &self.durations {
             durations
                 .get_or_create(&crate::metrics::OperationLabel { operation })

@@ -504,24 +504,6 @@ impl CircuitBreaker {
         self.manual(BreakerState::OPEN);
     }
 
-    /// Ends the current open period now, because something other than the
-    /// calls (a health check, a reconnected client) says the dependency is
-    /// back: the next call becomes a half-open probe instead of waiting out
-    /// the rest of the open duration. The probes still decide; a failed one
-    /// reopens the breaker for the next, longer period, as usual. Returns
-    /// true if the breaker was open (a forced-open breaker is left alone).
-    pub fn probe_now(&self) -> bool {
-        // Under the lock, so no transition runs between the state check and
-        // the store: `open_until` belongs to the open period checked here.
-        let _inner = self.lock();
-        if code_of(self.state.load(Ordering::Acquire)) != BreakerState::OPEN {
-            return false;
-        }
-        self.open_until
-            .fetch_min(self.clock.now_nanos(), Ordering::AcqRel);
-        true
-    }
-
     /// Returns to closed with an empty window and no open-duration growth.
     pub fn reset(&self) {
         self.manual(BreakerState::CLOSED);
@@ -672,36 +654,6 @@ mod tests {
             .map(|v| *v.last().expect("event"))
             .expect("lock");
         assert_eq!(last, (BreakerState::Open, Some(Duration::from_secs(10))));
-    }
-
-    #[test]
-    fn probe_now_ends_the_open_period_but_the_probes_still_decide() {
-        let clock = ManualClock::new();
-        let b = CircuitBreaker::new("t", cfg(), clock.shared());
-        assert!(!b.probe_now(), "a closed breaker is left alone");
-        b.trip();
-        assert!(b.try_acquire().is_err(), "open for 10 s");
-        assert!(b.probe_now());
-        // At once, without the clock moving: a probe is admitted.
-        let probe = b.try_acquire().expect("a half-open probe");
-        assert_eq!(b.state(), BreakerState::HalfOpen);
-        assert!(!b.probe_now(), "only an open breaker is hurried");
-        // A failed probe reopens for the next, longer period (20 s).
-        probe.record_failure(Duration::ZERO);
-        assert_eq!(b.state(), BreakerState::Open);
-        clock.advance(Duration::from_secs(19));
-        assert!(b.try_acquire().is_err());
-        assert!(b.probe_now());
-        for _ in 0..2 {
-            b.try_acquire()
-                .expect("probe")
-                .record_success(Duration::ZERO);
-        }
-        assert_eq!(b.state(), BreakerState::Closed);
-        // Forced open stays forced open.
-        b.force_open();
-        assert!(!b.probe_now());
-        assert!(b.try_acquire().is_err());
     }
 
     #[test]
