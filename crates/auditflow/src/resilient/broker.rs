@@ -13,16 +13,26 @@ use resilience::{ErrorClass, Policy, PolicyError};
 
 use auditflow_core::broker::{Broker, BrokerError, DeadLetter, Message, QueueStats, Subscription};
 
-/// A [`Broker`] whose calls go through the `broker` policy.
+use super::recovery::{RecoveryProbe, CHECK_INTERVAL, CHECK_TIMEOUT};
+
+/// A [`Broker`] whose calls go through the `broker` policy. Once its breaker
+/// has been open for its base open time, a refused call starts a background
+/// check of the broker, and the breaker probes as soon as one passes (see
+/// [`super::recovery`]).
 pub struct ResilientBroker {
     inner: Arc<dyn Broker>,
     policy: Policy,
+    recovery: Arc<RecoveryProbe>,
 }
 
 impl ResilientBroker {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Broker>, policy: Policy) -> Self {
-        ResilientBroker { inner, policy }
+        ResilientBroker {
+            inner,
+            policy,
+            recovery: RecoveryProbe::new(CHECK_INTERVAL, CHECK_TIMEOUT),
+        }
     }
 
     async fn run<T, F, Fut>(&self, op: F) -> Result<T, BrokerError>
@@ -33,6 +43,15 @@ impl ResilientBroker {
         self.policy
             .call_classified(op, classify)
             .await
+            .inspect_err(|e| {
+                if let PolicyError::CircuitOpen { .. } = e {
+                    let inner = Arc::clone(&self.inner);
+                    // Detached: the refused call fails at once either way.
+                    let _ = self
+                        .recovery
+                        .after_refusal(&self.policy, || async move { inner.check().await });
+                }
+            })
             .map_err(fold)
     }
 }

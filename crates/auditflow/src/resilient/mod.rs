@@ -14,6 +14,7 @@
 mod broker;
 mod observer;
 pub mod policies;
+mod recovery;
 mod store;
 mod windows;
 

@@ -15,11 +15,18 @@ use auditflow_core::store::{
     StoredAlert, StoredEvent,
 };
 
+use super::recovery::{RecoveryProbe, CHECK_INTERVAL, CHECK_TIMEOUT};
+
 /// A [`Store`] whose every call goes through the `store` policy.
+///
+/// Once its breaker has been open for its base open time, a refused call
+/// starts a background check of the store, and the breaker probes as soon as
+/// one passes (see [`super::recovery`]).
 pub struct ResilientStore {
     inner: Arc<dyn Store>,
     policy: Policy,
     durations: Option<QueryDurations>,
+    recovery: Arc<RecoveryProbe>,
 }
 
 /// `auditflow_store_query_duration_seconds`, by operation.
@@ -36,6 +43,7 @@ impl ResilientStore {
             inner,
             policy,
             durations: None,
+            recovery: RecoveryProbe::new(CHECK_INTERVAL, CHECK_TIMEOUT),
         }
     }
 
@@ -60,6 +68,15 @@ impl ResilientStore {
             .policy
             .call_classified(op, classify)
             .await
+            .inspect_err(|e| {
+                if let PolicyError::CircuitOpen { .. } = e {
+                    let inner = Arc::clone(&self.inner);
+                    // Detached: the refused call fails at once either way.
+                    let _ = self
+                        .recovery
+                        .after_refusal(&self.policy, || async move { inner.check().await });
+                }
+            })
             .map_err(fold);
         if let Some(durations) = &self.durations {
             durations

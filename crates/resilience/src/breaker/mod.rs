@@ -147,6 +147,8 @@ struct Counters {
 pub struct CircuitBreaker {
     state: AtomicU64,
     open_until: AtomicU64,
+    /// When the current (or last) open period began, in clock nanoseconds.
+    opened_at: AtomicU64,
     probes: AtomicU64,
     inner: Mutex<Inner>,
     config: BreakerConfig,
@@ -185,6 +187,7 @@ impl CircuitBreaker {
         CircuitBreaker {
             state: AtomicU64::new(initial),
             open_until: AtomicU64::new(0),
+            opened_at: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 window: Window::new(&config),
@@ -382,6 +385,7 @@ impl CircuitBreaker {
                 let dur = self.open_duration_for(inner.consecutive_opens);
                 self.open_until
                     .store(now.saturating_add(dur), Ordering::Release);
+                self.opened_at.store(now, Ordering::Release);
                 self.counters.opened.fetch_add(1, Ordering::Relaxed);
                 open_for = Some(Duration::from_nanos(dur));
             }
@@ -502,6 +506,35 @@ impl CircuitBreaker {
     /// Opens the breaker now, as if the thresholds had been crossed.
     pub fn trip(&self) {
         self.manual(BreakerState::OPEN);
+    }
+
+    /// How long the breaker has been open, if it is open (not forced open).
+    pub fn open_elapsed(&self) -> Option<Duration> {
+        if code_of(self.state.load(Ordering::Acquire)) != BreakerState::OPEN {
+            return None;
+        }
+        let since = self.opened_at.load(Ordering::Acquire);
+        Some(Duration::from_nanos(
+            self.clock.now_nanos().saturating_sub(since),
+        ))
+    }
+
+    /// Ends the current open period now, because something other than the
+    /// calls (a health check, a reconnected client) says the dependency is
+    /// back: the next call becomes a half-open probe instead of waiting out
+    /// the rest of the open duration. The probes still decide; a failed one
+    /// reopens the breaker for the next, longer period, as usual. Returns
+    /// true if the breaker was open (a forced-open breaker is left alone).
+    pub fn probe_now(&self) -> bool {
+        // Under the lock, so no transition runs between the state check and
+        // the store: `open_until` belongs to the open period checked here.
+        let _inner = self.lock();
+        if code_of(self.state.load(Ordering::Acquire)) != BreakerState::OPEN {
+            return false;
+        }
+        self.open_until
+            .fetch_min(self.clock.now_nanos(), Ordering::AcqRel);
+        true
     }
 
     /// Returns to closed with an empty window and no open-duration growth.
@@ -654,6 +687,41 @@ mod tests {
             .map(|v| *v.last().expect("event"))
             .expect("lock");
         assert_eq!(last, (BreakerState::Open, Some(Duration::from_secs(10))));
+    }
+
+    #[test]
+    fn probe_now_ends_the_open_period_but_the_probes_still_decide() {
+        let clock = ManualClock::new();
+        let b = CircuitBreaker::new("t", cfg(), clock.shared());
+        assert!(!b.probe_now(), "a closed breaker is left alone");
+        assert_eq!(b.open_elapsed(), None);
+        b.trip();
+        assert!(b.try_acquire().is_err(), "open for 10 s");
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(b.open_elapsed(), Some(Duration::from_secs(3)));
+        assert!(b.probe_now());
+        // At once, without the clock moving: a probe is admitted.
+        let probe = b.try_acquire().expect("a half-open probe");
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        assert!(!b.probe_now(), "only an open breaker is hurried");
+        assert_eq!(b.open_elapsed(), None);
+        // A failed probe reopens for the next, longer period (20 s).
+        probe.record_failure(Duration::ZERO);
+        assert_eq!(b.state(), BreakerState::Open);
+        clock.advance(Duration::from_secs(19));
+        assert!(b.try_acquire().is_err());
+        assert_eq!(b.open_elapsed(), Some(Duration::from_secs(19)));
+        assert!(b.probe_now());
+        for _ in 0..2 {
+            b.try_acquire()
+                .expect("probe")
+                .record_success(Duration::ZERO);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        // Forced open stays forced open.
+        b.force_open();
+        assert!(!b.probe_now());
+        assert!(b.try_acquire().is_err());
     }
 
     #[test]
