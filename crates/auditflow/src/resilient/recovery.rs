@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use resilience::Policy;
+use resilience::{Policy, PolicyError};
 use tokio::task::JoinHandle;
 
 /// Least time between the end of one check and the start of the next.
@@ -90,6 +90,23 @@ impl RecoveryProbe {
             this.running.store(false, Ordering::Release);
             hurried
         }))
+    }
+
+    /// For a decorator's failed call: if `error` is the open breaker's
+    /// refusal, [`Self::after_refusal`] with `check`, detached (the refused
+    /// call fails at once either way).
+    pub(crate) fn on_error<E, CheckError, Fut>(
+        self: &Arc<Self>,
+        policy: &Policy,
+        error: &PolicyError<E>,
+        check: impl FnOnce() -> Fut,
+    ) where
+        Fut: Future<Output = Result<(), CheckError>> + Send + 'static,
+        CheckError: Send + 'static,
+    {
+        if let PolicyError::CircuitOpen { .. } = error {
+            let _ = self.after_refusal(policy, check);
+        }
     }
 
     fn elapsed_nanos(&self) -> u64 {

@@ -69,13 +69,9 @@ impl ResilientStore {
             .call_classified(op, classify)
             .await
             .inspect_err(|e| {
-                if let PolicyError::CircuitOpen { .. } = e {
-                    let inner = Arc::clone(&self.inner);
-                    // Detached: the refused call fails at once either way.
-                    let _ = self
-                        .recovery
-                        .after_refusal(&self.policy, || async move { inner.check().await });
-                }
+                let inner = Arc::clone(&self.inner);
+                self.recovery
+                    .on_error(&self.policy, e, || async move { inner.check().await });
             })
             .map_err(fold);
         if let Some(durations) = &self.durations {
