@@ -101,3 +101,53 @@ pub async fn retry_claims(s: &dyn Store, alerts: &[Alert]) {
     assert_eq!(mail.len(), 1);
     assert_eq!(mail[0].record.channel, "mail");
 }
+
+/// `record_deliveries` has the effect of `record_delivery` on each record
+/// in turn: the last record of an `(alert_id, channel)` wins, except over a
+/// `delivered` one, whether stored before or earlier in the same batch; an
+/// empty batch writes nothing. Needs three alerts.
+pub async fn batch_deliveries(s: &dyn Store, alerts: &[Alert]) {
+    use DeliveryStatus::*;
+    s.insert_alerts(&alerts[..3]).await.unwrap();
+    let now = DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+    let rec = |i: usize, channel: &str, status, attempts| DeliveryRecord {
+        alert_id: alerts[i].alert_id,
+        channel: channel.into(),
+        status,
+        attempts,
+        last_error: (status != Delivered).then(|| format!("attempt {attempts} failed")),
+        recorded_at: now - Duration::seconds(i64::from(10 - attempts)),
+        next_attempt_at: (status == Retrying).then(|| now + Duration::seconds(30)),
+    };
+    s.record_delivery(&rec(0, "log", Delivered, 1))
+        .await
+        .unwrap();
+    s.record_deliveries(&[]).await.unwrap();
+    s.record_deliveries(&[
+        rec(0, "log", Retrying, 2),
+        rec(1, "log", Retrying, 1),
+        rec(1, "log", Failed, 2),
+        rec(2, "file", Delivered, 1),
+        rec(2, "file", Retrying, 2),
+        rec(0, "file", Failed, 1),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.deliveries(alerts[0].alert_id).await.unwrap(),
+        vec![rec(0, "file", Failed, 1), rec(0, "log", Delivered, 1)],
+        "a stored delivered record stays"
+    );
+    assert_eq!(
+        s.deliveries(alerts[1].alert_id).await.unwrap(),
+        vec![rec(1, "log", Failed, 2)],
+        "the last record of a key wins"
+    );
+    assert_eq!(
+        s.deliveries(alerts[2].alert_id).await.unwrap(),
+        vec![rec(2, "file", Delivered, 1)],
+        "a delivered record earlier in the batch stays"
+    );
+    assert_eq!(s.retry_backlog("log").await.unwrap(), 0);
+    assert_eq!(s.retry_backlog("file").await.unwrap(), 0);
+}

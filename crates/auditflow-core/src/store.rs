@@ -87,6 +87,28 @@ pub struct DeliveryRecord {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// What `records`, applied one after another with `record_delivery`'s rule
+/// (a `Delivered` record is final), leave for each `(alert_id, channel)`:
+/// one record per key, ordered by key. For stores that write a batch in one
+/// statement, which cannot touch a row twice, and in one lock order, so two
+/// notify replicas writing overlapping batches do not deadlock.
+pub fn last_delivery_per_key(records: &[DeliveryRecord]) -> Vec<DeliveryRecord> {
+    let mut last: std::collections::BTreeMap<(Uuid, &str), &DeliveryRecord> =
+        std::collections::BTreeMap::new();
+    for record in records {
+        let key = (record.alert_id, record.channel.as_str());
+        match last.get(&key) {
+            Some(kept)
+                if kept.status == DeliveryStatus::Delivered
+                    && record.status != DeliveryStatus::Delivered => {}
+            _ => {
+                last.insert(key, record);
+            }
+        }
+    }
+    last.into_values().cloned().collect()
+}
+
 /// A delivery notify is to retry: the alert and its record as it was when
 /// claimed (before the lease moved `next_attempt_at`), so the caller can
 /// derive the next backoff (`next_attempt_at - recorded_at`) and the give-up
@@ -258,6 +280,19 @@ pub trait Store: Send + Sync + 'static {
     /// replica whose retry lease ran out recording its failure) leaves it.
     async fn record_delivery(&self, record: &DeliveryRecord) -> Result<(), StoreError>;
 
+    /// Records several outcomes with the effect of `record_delivery` on
+    /// each in turn (so a `Delivered` record also stays final against a
+    /// later record for the same key in `records`). This default does just
+    /// that, one write after another; stores that can write them all in
+    /// one transaction override it, which matters to notify, whose every
+    /// batch records an outcome per alert and channel.
+    async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
+        for record in records {
+            self.record_delivery(record).await?;
+        }
+        Ok(())
+    }
+
     /// Claims up to `limit` of `channel`'s `Retrying` deliveries due at
     /// `due_before` (oldest due first): atomically moves their
     /// `next_attempt_at` to `lease_until`, so another notify replica does
@@ -302,4 +337,60 @@ pub trait Store: Send + Sync + 'static {
 
     /// A cheap round trip proving the store works (for readiness).
     async fn check(&self) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(alert: u128, channel: &str, status: DeliveryStatus, attempts: u32) -> DeliveryRecord {
+        DeliveryRecord {
+            alert_id: Uuid::from_u128(alert),
+            channel: channel.into(),
+            status,
+            attempts,
+            last_error: None,
+            recorded_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default(),
+            next_attempt_at: None,
+        }
+    }
+
+    #[test]
+    fn last_delivery_per_key_keeps_the_last_record_of_each_key_in_key_order() {
+        use DeliveryStatus::*;
+        let records = [
+            record(2, "log", Retrying, 1),
+            record(1, "log", Failed, 1),
+            record(2, "log", Retrying, 2),
+            record(1, "file", Delivered, 1),
+        ];
+        let kept = last_delivery_per_key(&records);
+        assert_eq!(
+            kept,
+            vec![
+                record(1, "file", Delivered, 1),
+                record(1, "log", Failed, 1),
+                record(2, "log", Retrying, 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn last_delivery_per_key_keeps_delivered_final_as_record_delivery_does() {
+        use DeliveryStatus::*;
+        let records = [
+            record(1, "log", Delivered, 1),
+            record(1, "log", Retrying, 2),
+            record(3, "log", Retrying, 1),
+            record(3, "log", Delivered, 2),
+        ];
+        let kept = last_delivery_per_key(&records);
+        assert_eq!(
+            kept,
+            vec![
+                record(1, "log", Delivered, 1),
+                record(3, "log", Delivered, 2)
+            ]
+        );
+    }
 }

@@ -310,6 +310,24 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let records = records.to_vec();
+        // One transaction, the upserts in order: the same effect as
+        // `record_delivery` on each, with one commit.
+        self.inner
+            .writer
+            .call(move |tx| {
+                records
+                    .iter()
+                    .try_for_each(|r| crate::deliveries::upsert(tx, r))
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn claim_retries(
         &self,
         channel: &str,

@@ -402,6 +402,16 @@ async fn retries_are_claimed_when_due_under_a_lease() {
 }
 
 #[tokio::test]
+async fn a_batch_of_delivery_records_lands_as_if_recorded_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = open_with(dir.path(), fast());
+    let alerts: Vec<Alert> = (0..3)
+        .map(|n| alert(n, n as i64, "ANLY-SEC-001", "bob", "10.0.0.1"))
+        .collect();
+    auditflow_core::conformance::batch_deliveries(e.store().as_ref(), &alerts).await;
+}
+
+#[tokio::test]
 async fn retry_state_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let a = alert(1, 1, "ANLY-SEC-001", "bob", "10.0.0.1");

@@ -23,6 +23,19 @@ pub(crate) const UPSERT: &str = "INSERT INTO deliveries
        next_attempt_at = excluded.next_attempt_at
      WHERE deliveries.status <> 'delivered' OR excluded.status = 'delivered'";
 
+/// [`UPSERT`] for many records in one statement: one row per
+/// `(alert_id, channel)` (see `auditflow_core::store::last_delivery_per_key`),
+/// since an `ON CONFLICT DO UPDATE` statement cannot touch a row twice.
+pub(crate) const UPSERT_MANY: &str = "INSERT INTO deliveries
+       (alert_id, channel, status, attempts, last_error, recorded_at, next_attempt_at)
+     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[],
+                          $6::timestamptz[], $7::timestamptz[])
+     ON CONFLICT (alert_id, channel) DO UPDATE SET
+       status = excluded.status, attempts = excluded.attempts,
+       last_error = excluded.last_error, recorded_at = excluded.recorded_at,
+       next_attempt_at = excluded.next_attempt_at
+     WHERE deliveries.status <> 'delivered' OR excluded.status = 'delivered'";
+
 pub(crate) const OF_ALERT: &str =
     "SELECT channel, status, attempts, last_error, recorded_at, next_attempt_at
      FROM deliveries WHERE alert_id = $1 ORDER BY channel";

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use auditflow_core::alert::Alert;
 use auditflow_core::event::Event;
 use auditflow_core::store::{
-    AlertQuery, Cursor, DeliveryRecord, EventQuery, Page, PendingDelivery, Store, StoreCounts,
-    StoreError, StoredAlert, StoredEvent,
+    last_delivery_per_key, AlertQuery, Cursor, DeliveryRecord, EventQuery, Page, PendingDelivery,
+    Store, StoreCounts, StoreError, StoredAlert, StoredEvent,
 };
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
@@ -453,6 +453,40 @@ impl Store for PgStore {
                     )
                     .await
                     .map_err(PgError::db("cannot record delivery"))?;
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
+        let records = last_delivery_per_key(records);
+        if records.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = records.iter().map(|r| r.alert_id).collect();
+        let channels: Vec<&str> = records.iter().map(|r| r.channel.as_str()).collect();
+        let statuses: Vec<&str> = records.iter().map(|r| r.status.as_str()).collect();
+        let attempts: Vec<i64> = records.iter().map(|r| i64::from(r.attempts)).collect();
+        let errors: Vec<Option<&str>> = records.iter().map(|r| r.last_error.as_deref()).collect();
+        let recorded: Vec<DateTime<Utc>> = records.iter().map(|r| r.recorded_at).collect();
+        let next: Vec<Option<DateTime<Utc>>> = records.iter().map(|r| r.next_attempt_at).collect();
+        let (ids, channels, statuses, attempts, errors, recorded, next) = (
+            &ids, &channels, &statuses, &attempts, &errors, &recorded, &next,
+        );
+        self.pool
+            .run("record_deliveries", |client| async move {
+                let stmt = client
+                    .prepare_cached(deliveries::UPSERT_MANY)
+                    .await
+                    .map_err(PgError::db("cannot prepare delivery upsert"))?;
+                client
+                    .execute(
+                        &stmt,
+                        &[ids, channels, statuses, attempts, errors, recorded, next],
+                    )
+                    .await
+                    .map_err(PgError::db("cannot record deliveries"))?;
                 Ok(())
             })
             .await?;

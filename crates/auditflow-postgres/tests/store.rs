@@ -646,6 +646,25 @@ async fn retries_are_claimed_when_due_under_a_lease() {
     auditflow_core::conformance::retry_claims(&store, &alerts).await;
 }
 
+#[tokio::test]
+async fn a_batch_of_delivery_records_lands_as_if_recorded_one_by_one() {
+    let db = TestDb::new();
+    let store = db.store().await;
+    let alerts: Vec<Alert> = (0..3)
+        .map(|n| {
+            alert(
+                n,
+                n as i64,
+                "ANLY-SEC-001",
+                "bob",
+                "prod-web-01",
+                "10.0.0.1",
+            )
+        })
+        .collect();
+    auditflow_core::conformance::batch_deliveries(&store, &alerts).await;
+}
+
 /// Two replicas claiming at once split the due retries: none is claimed twice.
 #[tokio::test]
 async fn concurrent_claims_do_not_overlap() {

@@ -118,6 +118,13 @@ impl Store for ResilientStore {
             .await
     }
 
+    async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
+        self.run("record_deliveries", || {
+            self.inner.record_deliveries(records)
+        })
+        .await
+    }
+
     async fn deliveries(&self, alert_id: Uuid) -> Result<Vec<DeliveryRecord>, StoreError> {
         self.run("deliveries", || self.inner.deliveries(alert_id))
             .await

@@ -527,15 +527,18 @@ async fn record(
         .collect())
 }
 
-/// Writes delivery records, all at once: the embedded store folds them into
-/// one group commit, PostgreSQL spreads them over the pool, instead of one
-/// round trip (and one fsync) after another.
+/// Writes a channel's delivery records for a batch in one store call (one
+/// transaction), not one per alert: with PostgreSQL, a statement and a
+/// commit per record cost its server more CPU per alert than the alert
+/// itself (2026-12-08: notify's backends used 13.6 µs per event in the
+/// distributed benchmark, a third of PostgreSQL's share, for one alert in
+/// fifty events).
 async fn save(ctx: &Context, records: &[DeliveryRecord]) -> Result<(), Stopped<StoreError>> {
-    futures::future::try_join_all(records.iter().map(|record| {
-        persist(ctx, "store", StoreError::is_transient, || {
-            ctx.store.record_delivery(record)
-        })
-    }))
-    .await?;
-    Ok(())
+    if records.is_empty() {
+        return Ok(());
+    }
+    persist(ctx, "store", StoreError::is_transient, || {
+        ctx.store.record_deliveries(records)
+    })
+    .await
 }
