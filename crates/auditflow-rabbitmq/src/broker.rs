@@ -147,15 +147,9 @@ impl Broker for RabbitBroker {
         let deadline = Instant::now() + self.shared.config.publish_timeout;
         let live = self.shared.wait_live(0, Some(deadline)).await?;
         self.shared.ensure_declared(&live, queue).await?;
-        let channel = live.temp_channel().await?;
-        let counts = async {
-            let ready = topology::depth(&channel, queue).await?;
-            let dead = topology::depth(&channel, &topology::dlq_name(queue)).await?;
-            Ok::<_, BrokerError>((ready, dead))
-        }
-        .await;
-        let _ = channel.close(200, "inspected".into()).await;
-        let (ready, dead_lettered) = counts?;
+        let channel = live.inspect_channel().await?;
+        let ready = topology::depth(&channel, queue).await?;
+        let dead_lettered = topology::depth(&channel, &topology::dlq_name(queue)).await?;
         Ok(QueueStats {
             ready,
             unacked: self.shared.unacked(queue),

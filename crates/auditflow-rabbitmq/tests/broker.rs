@@ -675,3 +675,49 @@ async fn single_active_consumer_keeps_queue_order_across_replicas_and_fails_over
         .await
         .unwrap();
 }
+
+/// `stats` inspects through one reused channel (see
+/// `Live::inspect_channel`); a failed passive declare
+/// (here: the dead-letter queue is gone) closes that channel on the broker's
+/// side, and the next `stats` opens another instead of failing for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_recover_after_a_failed_inspection_closed_their_channel() {
+    let v = Vhost::new();
+    let b = broker(&v, Topology::Quorum).await;
+    publish(&b, "q", &["a", "b"]).await;
+    assert_stats(&b, "q", (2, 0, 0)).await;
+
+    let conn = Connection::connect(&v.url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(
+        "q.dlq".into(),
+        lapin::options::QueueDeleteOptions::default(),
+    )
+    .await
+    .unwrap();
+    let err = b
+        .stats("q")
+        .await
+        .expect_err("the dead-letter queue is gone");
+    assert!(err.to_string().contains("q.dlq"), "{err}");
+
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    ch.queue_declare(
+        "q.dlq".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    assert_stats(&b, "q", (2, 0, 0)).await;
+    b.check().await.unwrap();
+}
