@@ -627,22 +627,27 @@ async fn constraint_and_data_errors_are_rejected_not_retried() {
     assert_eq!(store.insert_events(&[login(2, 0)]).await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn retries_are_claimed_when_due_under_a_lease() {
-    let db = TestDb::new();
-    let store = db.store().await;
-    let alerts: Vec<Alert> = (0..4)
-        .map(|n| {
+/// `n` alerts of one rule, actor and host, a second apart.
+fn bobs_alerts(n: u128) -> Vec<Alert> {
+    (0..n)
+        .map(|i| {
             alert(
-                n,
-                n as i64,
+                i,
+                i as i64,
                 "ANLY-SEC-001",
                 "bob",
                 "prod-web-01",
                 "10.0.0.1",
             )
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn retries_are_claimed_when_due_under_a_lease() {
+    let db = TestDb::new();
+    let store = db.store().await;
+    let alerts = bobs_alerts(4);
     auditflow_core::conformance::retry_claims(&store, &alerts).await;
 }
 
@@ -650,18 +655,7 @@ async fn retries_are_claimed_when_due_under_a_lease() {
 async fn a_batch_of_delivery_records_lands_as_if_recorded_one_by_one() {
     let db = TestDb::new();
     let store = db.store().await;
-    let alerts: Vec<Alert> = (0..3)
-        .map(|n| {
-            alert(
-                n,
-                n as i64,
-                "ANLY-SEC-001",
-                "bob",
-                "prod-web-01",
-                "10.0.0.1",
-            )
-        })
-        .collect();
+    let alerts = bobs_alerts(3);
     auditflow_core::conformance::batch_deliveries(&store, &alerts).await;
 }
 
