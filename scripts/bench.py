@@ -22,6 +22,7 @@ Prints each run, the medians, and the alert path's p99 over all runs' alerts
 together. Loopback only; every phase is bounded.
 
 Usage: scripts/bench.py [--runs 3] [--events 300000] [--distributed]
+       scripts/bench.py --distributed --events 0   # the latency phase alone
 """
 import argparse
 import json
@@ -166,6 +167,31 @@ def processed_ok(urls):
     return total
 
 
+def throughput_phase(args, run, procs, base, api, analyzers):
+    """Sends --events as fast as possible and waits until they are all
+    analysed and both queues are empty. Returns the events acknowledged,
+    ingest's and the end-to-end rate, and the CPU per event of each of our
+    processes and (distributed) of the local servers."""
+    cpu_before = {role: cpu_seconds(p.pid) for role, (p, _) in procs.items()}
+    servers_before = server_cpu()
+    started = time.monotonic()
+    report = generate(base, "--rate", "0", "--count", str(args.events),
+                      "--concurrency", str(args.concurrency), "--batch", str(args.batch),
+                      "--burst-probability", "0.001", "--seed", str(run))
+    sent_done = time.monotonic()
+    acked = report["acknowledged"]
+    drained_at = wait_drained(api, 600, lambda: processed_ok(analyzers) >= acked)
+    e2e_rate = acked / (drained_at - started)
+    # CPU per event of each of our processes over the throughput phase:
+    # steadier than events/s on a machine whose speed drifts.
+    cpu_per_event = {role: (cpu_seconds(p.pid) - cpu_before[role]) / max(acked, 1) * 1e6
+                     for role, (p, _) in procs.items()}
+    ingest_rate = acked / (sent_done - started)
+    servers_per_event = {server: used / max(acked, 1) * 1e6 for server, used
+                         in server_cpu_used(servers_before, server_cpu()).items()}
+    return acked, ingest_rate, e2e_rate, cpu_per_event, servers_per_event
+
+
 def one_run(args, run):
     tag = f"afbench{os.getpid()}_{run}"
     with tempfile.TemporaryDirectory(prefix="auditflow-bench-") as data:
@@ -194,23 +220,13 @@ def one_run(args, run):
             time.sleep(1.0)  # let the idle processes settle before measuring idle RSS
             idle_rss = {role: proc_status(p.pid, "VmRSS") for role, (p, _) in procs.items()}
 
-            cpu_before = {role: cpu_seconds(p.pid) for role, (p, _) in procs.items()}
-            servers_before = server_cpu()
-            started = time.monotonic()
-            report = generate(base, "--rate", "0", "--count", str(args.events),
-                              "--concurrency", str(args.concurrency), "--batch", str(args.batch),
-                              "--burst-probability", "0.001", "--seed", str(run))
-            sent_done = time.monotonic()
-            acked = report["acknowledged"]
-            drained_at = wait_drained(api, 600, lambda: processed_ok(analyzers) >= acked)
-            e2e_rate = acked / (drained_at - started)
-            # CPU per event of each of our processes over the throughput phase:
-            # steadier than events/s on a machine whose speed drifts.
-            cpu_per_event = {role: (cpu_seconds(p.pid) - cpu_before[role]) / max(acked, 1) * 1e6
-                             for role, (p, _) in procs.items()}
-            ingest_rate = acked / (sent_done - started)
-            servers_per_event = {server: used / max(acked, 1) * 1e6 for server, used
-                                 in server_cpu_used(servers_before, server_cpu()).items()}
+            if args.events > 0:
+                (acked, ingest_rate, e2e_rate, cpu_per_event,
+                 servers_per_event) = throughput_phase(args, run, procs, base, api, analyzers)
+            else:  # --events 0: the latency phase alone, on fresh processes
+                acked, ingest_rate, e2e_rate = 0, float("nan"), float("nan")
+                cpu_per_event = {role: float("nan") for role in procs}
+                servers_per_event = {"rabbitmq": float("nan"), "postgres": float("nan")}
 
             # Latency phase on the same process, after the backlog is gone:
             # reset by reading the histogram before and after.
@@ -323,7 +339,9 @@ def pooled(deltas_per_run):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--events", type=int, default=300_000,
+                        help="events of the throughput phase; 0 skips it, so the latency "
+                        "phase runs on fresh processes instead of right after a burst")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--latency-rate", type=int, default=None,
