@@ -263,7 +263,10 @@ def one_run(args, run):
                 subprocess.run(["rabbitmqctl", "-q", "delete_vhost", tag], check=False)
                 subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-qc",
                                 f"DROP SCHEMA IF EXISTS {tag} CASCADE"], check=False, capture_output=True)
-                keys = subprocess.run(["redis-cli", "--scan", "--pattern", tag + ":*"], capture_output=True, text=True).stdout.split()
+                # One key per line; not split(): group keys hold \x1f, which
+                # Python counts as whitespace.
+                keys = [k for k in subprocess.run(["redis-cli", "--scan", "--pattern", tag + ":*"],
+                                                  capture_output=True, text=True).stdout.split("\n") if k]
                 for i in range(0, len(keys), 500):
                     subprocess.run(["redis-cli", "del", *keys[i:i + 500]], check=False, capture_output=True)
     result = {
