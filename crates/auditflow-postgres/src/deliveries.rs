@@ -11,22 +11,13 @@ use uuid::Uuid;
 use crate::error::PgError;
 use crate::query::ALERT_COLUMNS;
 
-/// A `delivered` record is final: only another `delivered` overwrites it,
-/// so a late failure report (a retry whose lease ran out while another
-/// replica delivered the alert) cannot schedule it again.
+/// Upserts a batch of delivery records (one row per `(alert_id, channel)`,
+/// see `auditflow_core::store::last_delivery_per_key`: an `ON CONFLICT DO
+/// UPDATE` statement cannot touch a row twice). A `delivered` record is
+/// final: only another `delivered` overwrites it, so a late failure report
+/// (a retry whose lease ran out while another replica delivered the alert)
+/// cannot schedule it again.
 pub(crate) const UPSERT: &str = "INSERT INTO deliveries
-       (alert_id, channel, status, attempts, last_error, recorded_at, next_attempt_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)
-     ON CONFLICT (alert_id, channel) DO UPDATE SET
-       status = excluded.status, attempts = excluded.attempts,
-       last_error = excluded.last_error, recorded_at = excluded.recorded_at,
-       next_attempt_at = excluded.next_attempt_at
-     WHERE deliveries.status <> 'delivered' OR excluded.status = 'delivered'";
-
-/// [`UPSERT`] for many records in one statement: one row per
-/// `(alert_id, channel)` (see `auditflow_core::store::last_delivery_per_key`),
-/// since an `ON CONFLICT DO UPDATE` statement cannot touch a row twice.
-pub(crate) const UPSERT_MANY: &str = "INSERT INTO deliveries
        (alert_id, channel, status, attempts, last_error, recorded_at, next_attempt_at)
      SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::text[],
                           $6::timestamptz[], $7::timestamptz[])

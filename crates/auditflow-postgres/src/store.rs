@@ -430,33 +430,7 @@ impl Store for PgStore {
     }
 
     async fn record_delivery(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
-        let r = record;
-        let attempts = i64::from(r.attempts);
-        self.pool
-            .run("record_delivery", |client| async move {
-                let stmt = client
-                    .prepare_cached(deliveries::UPSERT)
-                    .await
-                    .map_err(PgError::db("cannot prepare delivery upsert"))?;
-                client
-                    .execute(
-                        &stmt,
-                        &[
-                            &r.alert_id,
-                            &r.channel,
-                            &r.status.as_str(),
-                            &attempts,
-                            &r.last_error,
-                            &r.recorded_at,
-                            &r.next_attempt_at,
-                        ],
-                    )
-                    .await
-                    .map_err(PgError::db("cannot record delivery"))?;
-                Ok(())
-            })
-            .await?;
-        Ok(())
+        self.record_deliveries(std::slice::from_ref(record)).await
     }
 
     async fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
@@ -477,7 +451,7 @@ impl Store for PgStore {
         self.pool
             .run("record_deliveries", |client| async move {
                 let stmt = client
-                    .prepare_cached(deliveries::UPSERT_MANY)
+                    .prepare_cached(deliveries::UPSERT)
                     .await
                     .map_err(PgError::db("cannot prepare delivery upsert"))?;
                 client
